@@ -1,0 +1,31 @@
+"""bayeskernel: Bayesian estimation of a 2D convolution kernel with honest uncertainty."""
+
+from bayeskernel.api import METHODS, fit
+from bayeskernel.forward import ConvolutionOperator, convolve, make_operator, output_shape
+from bayeskernel.metrics import central_window, coverage, relative_error
+from bayeskernel.posterior import KernelPosterior
+from bayeskernel.priors import IIDPrior, LinearGaussianPrior, SmoothPrior
+from bayeskernel.simulate import SimulatedCase, make_kernel, motivating_case, simulate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "ConvolutionOperator",
+    "IIDPrior",
+    "KernelPosterior",
+    "LinearGaussianPrior",
+    "SimulatedCase",
+    "SmoothPrior",
+    "__version__",
+    "central_window",
+    "convolve",
+    "coverage",
+    "fit",
+    "make_kernel",
+    "make_operator",
+    "motivating_case",
+    "output_shape",
+    "relative_error",
+    "simulate",
+]

@@ -1,0 +1,92 @@
+"""Input checks with messages that name the argument and what was expected."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from bayeskernel.forward import MODES, output_window
+
+__all__ = ["check_fit_inputs", "check_kernel_shape"]
+
+
+def _as_float_2d(name: str, value) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # pragma: no cover - exotic objects
+        raise TypeError(f"{name} must be a 2D numeric array: {error}") from None
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must be a 2D numeric array, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2D array, got {array.ndim} dimension(s) {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    return array.astype(np.float64)
+
+
+def check_kernel_shape(kernel_shape) -> tuple[int, int]:
+    """Validate ``kernel_shape`` as two positive integers."""
+    try:
+        shape = tuple(kernel_shape)
+    except TypeError:
+        raise TypeError(
+            f"kernel_shape must be a pair of positive integers, got {kernel_shape!r}"
+        ) from None
+    if len(shape) != 2 or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
+    ):
+        raise ValueError(f"kernel_shape must be a pair of positive integers, got {kernel_shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None):
+    """Check and convert the data of a fit.
+
+    Returns
+    -------
+    image, observed : float64 ndarray
+        ``observed`` with unobserved pixels set to 0.
+    kernel_shape : (int, int)
+    mask : bool ndarray or None
+        ``True`` where ``B`` is observed; ``None`` when every pixel is.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    image = _as_float_2d("A", image)
+    observed = _as_float_2d("B", observed)
+    kernel_shape = check_kernel_shape(kernel_shape)
+    if not np.all(np.isfinite(image)):
+        raise ValueError("A contains NaN or inf; the input image must be fully known")
+    if np.any(np.isinf(observed)):
+        raise ValueError("B contains inf; mark unobserved pixels with NaN or a mask instead")
+    _, expected = output_window(image.shape, kernel_shape, mode)
+    if observed.shape != tuple(expected):
+        raise ValueError(
+            f"B has shape {observed.shape}, but convolve2d(A, K, mode={mode!r}) with A of "
+            f"shape {image.shape} and kernel_shape {kernel_shape} has shape {tuple(expected)}"
+        )
+    if not np.any(image):
+        raise ValueError("A is all zeros: the data carry no information about the kernel")
+    observed_mask = np.isfinite(observed)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != observed.shape:
+            raise ValueError(f"mask has shape {mask.shape}, expected B's shape {observed.shape}")
+        if mask.dtype != np.bool_:
+            raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
+        observed_mask &= mask
+    if not observed_mask.any():
+        raise ValueError("no pixel of B is observed (all NaN or masked out)")
+    if np.ptp(observed[observed_mask]) == 0:
+        warnings.warn(
+            "B is constant over the observed pixels; the fit can only say the kernel is "
+            "small or constant-summing",
+            stacklevel=3,
+        )
+    observed = np.where(observed_mask, observed, 0.0)
+    return image, observed, kernel_shape, (None if observed_mask.all() else observed_mask)

@@ -1,0 +1,263 @@
+"""The forward operator ``k -> convolve2d(A, k, mode)`` and its adjoint, in JAX.
+
+The image ``A`` is known and fixed, so the blur is a *linear* map of the kernel.
+:class:`ConvolutionOperator` holds what is computed once per image (its FFT on a
+fast length) and applies the map and its transpose to kernels of a given shape.
+Both agree with :func:`scipy.signal.convolve2d` for ``mode`` ``'full'``,
+``'same'`` and ``'valid'``, for odd and even sizes and for kernels larger than
+the image. No NumPyro in this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.fft
+
+__all__ = [
+    "MODES",
+    "ConvolutionOperator",
+    "convolve",
+    "make_operator",
+    "output_shape",
+    "output_window",
+]
+
+Mode = Literal["full", "same", "valid"]
+MODES: tuple[str, ...] = ("full", "same", "valid")
+
+# Below this many multiply-adds the direct (lax.conv) route beats the FFT on CPU;
+# measured in benchmarks/bench_forward.py (crossover between 7x7 and 15x15 kernels
+# on a 64x64 image).
+_DIRECT_COST_LIMIT = 200_000
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def output_window(
+    image_shape: tuple[int, int], kernel_shape: tuple[int, int], mode: str
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Start and shape of the output window inside the ``'full'`` convolution.
+
+    Parameters
+    ----------
+    image_shape, kernel_shape : tuple of int
+        Shapes of ``A`` and ``K``.
+    mode : {'full', 'same', 'valid'}
+        As in :func:`scipy.signal.convolve2d`.
+
+    Returns
+    -------
+    start, shape : tuple of int
+        The output is ``full[start[0]:start[0]+shape[0], start[1]:start[1]+shape[1]]``.
+
+    Raises
+    ------
+    ValueError
+        For ``'valid'`` when neither array is at least as large as the other in
+        every dimension (SciPy refuses that case too).
+    """
+    _check_mode(mode)
+    if mode == "full":
+        return (0, 0), tuple(a + k - 1 for a, k in zip(image_shape, kernel_shape))
+    if mode == "same":
+        # scipy centres 'same' on the full output: offset (k - 1) // 2 per axis.
+        return tuple((k - 1) // 2 for k in kernel_shape), tuple(image_shape)
+    image_bigger = all(a >= k for a, k in zip(image_shape, kernel_shape))
+    kernel_bigger = all(k >= a for a, k in zip(image_shape, kernel_shape))
+    if not (image_bigger or kernel_bigger):
+        raise ValueError(
+            f"kernel_shape {tuple(kernel_shape)} is impossible for mode='valid' with an "
+            f"image of shape {tuple(image_shape)}: one must be at least as large as the "
+            "other in every dimension"
+        )
+    start = tuple(min(a, k) - 1 for a, k in zip(image_shape, kernel_shape))
+    shape = tuple(abs(a - k) + 1 for a, k in zip(image_shape, kernel_shape))
+    return start, shape
+
+
+def output_shape(
+    image_shape: tuple[int, int], kernel_shape: tuple[int, int], mode: str
+) -> tuple[int, int]:
+    """Shape of ``convolve2d(A, K, mode)`` for the given shapes."""
+    return output_window(image_shape, kernel_shape, mode)[1]
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclass(frozen=True)
+class ConvolutionOperator:
+    """Linear map ``kernel -> convolve2d(image, kernel, mode)`` and its transpose.
+
+    Build it with :func:`make_operator`. It is a JAX pytree, so it can be passed
+    through ``jit``/``vmap``; the image and its transform are leaves, shapes and
+    the route are static.
+
+    Attributes
+    ----------
+    image : (M, N) jax.Array
+        The known input ``A``.
+    image_fft : jax.Array or None
+        ``rfft2(A)`` on ``fft_shape`` (FFT route only).
+    kernel_shape : tuple of int
+    mode : str
+    route : {'fft', 'direct'}
+    fft_shape : tuple of int
+        Padded transform size (fast lengths >= the full output), FFT route only.
+    """
+
+    image: jax.Array
+    image_fft: jax.Array | None
+    kernel_shape: tuple[int, int]
+    mode: str = "same"
+    route: str = "fft"
+    fft_shape: tuple[int, int] = (0, 0)
+
+    # --- pytree protocol -------------------------------------------------
+    def tree_flatten(self):
+        return (self.image, self.image_fft), (
+            self.kernel_shape,
+            self.mode,
+            self.route,
+            self.fft_shape,
+        )
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], children[1], *aux)
+
+    # --- shapes ----------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.image.shape)
+
+    @property
+    def window(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return output_window(self.image_shape, self.kernel_shape, self.mode)
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        return self.window[1]
+
+    # --- the map and its transpose ----------------------------------------
+    def __call__(self, kernel: jax.Array) -> jax.Array:
+        """Blur: ``convolve2d(image, kernel, mode)``; leading batch axes allowed."""
+        (r0, c0), (h, w) = self.window
+        if self.route == "fft":
+            spectrum = self.image_fft * jnp.fft.rfft2(kernel, s=self.fft_shape)
+            full = jnp.fft.irfft2(spectrum, s=self.fft_shape)
+        else:
+            full = _direct_full(self.image, kernel)
+        return full[..., r0 : r0 + h, c0 : c0 + w]
+
+    def adjoint(self, residual: jax.Array) -> jax.Array:
+        """Transpose map: correlate an output-shaped array with the image.
+
+        Returns a kernel-shaped array ``g`` with ``<H k, r> = <k, H^T r>``.
+        """
+        if self.route == "direct":
+            return jax.linear_transpose(self.__call__, _zeros_like_kernel(self, residual))(
+                residual
+            )[0]
+        (r0, c0), (h, w) = self.window
+        padded = jnp.zeros(residual.shape[:-2] + self.fft_shape, residual.dtype)
+        padded = padded.at[..., r0 : r0 + h, c0 : c0 + w].set(residual)
+        spectrum = jnp.conj(self.image_fft) * jnp.fft.rfft2(padded)
+        full = jnp.fft.irfft2(spectrum, s=self.fft_shape)
+        kh, kw = self.kernel_shape
+        return full[..., :kh, :kw]
+
+
+def _zeros_like_kernel(op: ConvolutionOperator, residual: jax.Array) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(residual.shape[:-2] + tuple(op.kernel_shape), residual.dtype)
+
+
+def _direct_full(image: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Full 2D convolution by lax.conv (which correlates: flip the kernel)."""
+    kh, kw = kernel.shape[-2:]
+    batch = kernel.shape[:-2]
+    rhs = jnp.flip(kernel.reshape((-1, 1, kh, kw)), axis=(-2, -1))
+    out = jax.lax.conv_general_dilated(
+        image[None, None],
+        rhs,
+        window_strides=(1, 1),
+        padding=[(kh - 1, kh - 1), (kw - 1, kw - 1)],
+        precision=jax.lax.Precision.HIGHEST,
+    )  # (1, batch, H, W)
+    return out[0].reshape(batch + out.shape[-2:])
+
+
+def make_operator(
+    image: np.ndarray | jax.Array,
+    kernel_shape: tuple[int, int],
+    mode: Mode = "same",
+    *,
+    route: Literal["auto", "fft", "direct"] = "auto",
+    dtype=None,
+) -> ConvolutionOperator:
+    """Build the blur operator for a known image.
+
+    Parameters
+    ----------
+    image : (M, N) array_like
+        The known input ``A``.
+    kernel_shape : (int, int)
+        Shape of the unknown kernel; may exceed ``image``'s shape.
+    mode : {'same', 'full', 'valid'}
+        Cropping of the output, exactly as :func:`scipy.signal.convolve2d`.
+    route : {'auto', 'fft', 'direct'}
+        ``'auto'`` uses the direct convolution for small problems and an FFT on
+        fast (5-smooth) padded lengths otherwise.
+    dtype : dtype, optional
+        Floating dtype of the operator; defaults to JAX's default float
+        (float64 inside :func:`jax.enable_x64`).
+
+    Returns
+    -------
+    ConvolutionOperator
+    """
+    kernel_shape = tuple(int(s) for s in kernel_shape)
+    image = jnp.asarray(image, dtype=dtype if dtype is not None else jnp.result_type(float))
+    output_window(image.shape, kernel_shape, mode)  # validates the mode and shapes
+    full = tuple(a + k - 1 for a, k in zip(image.shape, kernel_shape))
+    if route == "auto":
+        cost = int(np.prod(image.shape)) * int(np.prod(kernel_shape))
+        route = "direct" if cost <= _DIRECT_COST_LIMIT else "fft"
+    if route == "direct":
+        return ConvolutionOperator(image, None, kernel_shape, mode, "direct", full)
+    if route != "fft":
+        raise ValueError(f"route must be 'auto', 'fft' or 'direct', got {route!r}")
+    # Literal lengths (e.g. 298 = 2 * 149) make slow FFTs; pad to 5-smooth sizes.
+    fft_shape = (
+        scipy.fft.next_fast_len(full[0], real=False),
+        scipy.fft.next_fast_len(full[1], real=True),
+    )
+    image_fft = jnp.fft.rfft2(image, s=fft_shape)
+    return ConvolutionOperator(image, image_fft, kernel_shape, mode, "fft", fft_shape)
+
+
+def convolve(
+    image: np.ndarray | jax.Array, kernel: np.ndarray | jax.Array, mode: Mode = "same"
+) -> jax.Array:
+    """``scipy.signal.convolve2d(image, kernel, mode)`` in JAX (jit/grad friendly).
+
+    Parameters
+    ----------
+    image : (M, N) array_like
+    kernel : (P, Q) array_like
+    mode : {'same', 'full', 'valid'}
+
+    Returns
+    -------
+    jax.Array
+        Shape given by :func:`output_shape`.
+    """
+    kernel = jnp.asarray(kernel)
+    kernel = kernel.astype(jnp.result_type(kernel.dtype, float))
+    return make_operator(image, kernel.shape[-2:], mode, dtype=kernel.dtype)(kernel)

@@ -1,0 +1,44 @@
+"""Pieces shared by the inference routes."""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from bayeskernel.priors import LinearGaussianPrior
+
+__all__ = ["latent_to_kernels", "constant_draws"]
+
+# Kernels are made from latent draws in batches of this many to bound memory.
+_BATCH = 64
+
+
+def latent_to_kernels(
+    prior: LinearGaussianPrior,
+    latent: np.ndarray,
+    scale: np.ndarray | None,
+    dtype=np.float32,
+) -> np.ndarray:
+    """Map ``(chains, draws, num_latent)`` latents to ``(chains, draws, P, Q)`` kernels.
+
+    ``scale`` multiplies each draw (non-centred parameterisation); ``None``
+    leaves it out (centred).
+    """
+    chains, draws = latent.shape[:2]
+    flat = latent.reshape(chains * draws, -1)
+    flat_scale = None if scale is None else np.broadcast_to(scale, (chains, draws)).reshape(-1)
+    out = np.empty((chains * draws,) + tuple(prior.kernel_shape), dtype=dtype)
+    to_kernel = jax.jit(prior.to_kernel)
+    for start in range(0, flat.shape[0], _BATCH):
+        block = to_kernel(jnp.asarray(flat[start : start + _BATCH]))
+        block = np.asarray(block)
+        if flat_scale is not None:
+            block = block * flat_scale[start : start + _BATCH, None, None]
+        out[start : start + _BATCH] = block
+    return out.reshape((chains, draws) + tuple(prior.kernel_shape))
+
+
+def constant_draws(value, chains: int, draws: int) -> np.ndarray:
+    """A hyperparameter held fixed, as a ``(chains, draws)`` array."""
+    return np.full((chains, draws), float(value))

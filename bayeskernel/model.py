@@ -1,0 +1,142 @@
+"""The NumPyro model: prior-whitened kernel, learned noise sd, Gaussian likelihood.
+
+.. math::
+
+    s &\\sim \\mathrm{HalfCauchy}(s_0), \\qquad \\sigma \\sim \\mathrm{HalfNormal}(\\sigma_0) \\\\
+    z &\\sim \\mathcal N(0, I), \\qquad K = s\\, T z \\\\
+    B &\\sim \\mathcal N(\\mathrm{conv}(A, K), \\sigma^2 I)
+
+``T`` is the prior's whitening map (:mod:`bayeskernel.priors`). ``s_0`` and
+``sigma_0`` come from the data (:func:`default_hyper_scales`), so the model is
+invariant to the units of ``A`` and ``B``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from bayeskernel.forward import ConvolutionOperator
+from bayeskernel.priors import LinearGaussianPrior
+
+__all__ = [
+    "HyperScales",
+    "collapsed_model",
+    "default_hyper_scales",
+    "kernel_model",
+    "sample_hyperparameters",
+]
+
+
+class HyperScales(NamedTuple):
+    """Scales of the hyperpriors (same units as ``B`` and the kernel)."""
+
+    noise: float
+    kernel: float
+
+
+def default_hyper_scales(
+    image: np.ndarray, observed: np.ndarray, kernel_shape: tuple[int, int]
+) -> HyperScales:
+    """Weakly informative scales set from the data.
+
+    The noise sd cannot exceed the spread of ``B`` by much, so
+    ``sigma ~ HalfNormal(rms(B))``. A kernel of iid entries of size ``s`` gives
+    outputs of rms about ``s * rms(A) * sqrt(n)``, ``n`` the number of image
+    pixels under the kernel, so ``s_0 = rms(B) / (rms(A) sqrt(n))``; the
+    half-Cauchy's heavy tail lets the data overrule it by orders of magnitude.
+    """
+    observed = np.asarray(observed, dtype=float)
+    finite = observed[np.isfinite(observed)]
+    rms_b = float(np.sqrt(np.mean(finite**2))) or 1.0
+    rms_a = float(np.sqrt(np.mean(np.asarray(image, dtype=float) ** 2))) or 1.0
+    overlap = min(int(np.prod(kernel_shape)), int(np.asarray(image).size))
+    return HyperScales(noise=rms_b, kernel=rms_b / (rms_a * np.sqrt(overlap)))
+
+
+def sample_hyperparameters(
+    scales: HyperScales,
+    *,
+    noise_sigma: float | None = None,
+    kernel_scale: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Sample (or hold fixed, when given) the kernel scale and the noise sd."""
+    if kernel_scale is None:
+        kernel_scale = numpyro.sample("kernel_scale", dist.HalfCauchy(scales.kernel))
+    if noise_sigma is None:
+        noise_sigma = numpyro.sample("noise_sigma", dist.HalfNormal(scales.noise))
+    return jnp.asarray(kernel_scale), jnp.asarray(noise_sigma)
+
+
+def kernel_model(
+    operator: ConvolutionOperator,
+    prior: LinearGaussianPrior,
+    scales: HyperScales,
+    observed: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    *,
+    noise_sigma: float | None = None,
+    kernel_scale: float | None = None,
+    centered: bool = False,
+) -> None:
+    """Full model over the latent kernel and both hyperparameters.
+
+    Parameters
+    ----------
+    operator : ConvolutionOperator
+        Blur by the known image.
+    prior : LinearGaussianPrior
+    scales : HyperScales
+    observed : (H, W) array, optional
+        ``B``; ``None`` samples from the prior predictive.
+    mask : (H, W) bool array, optional
+        ``True`` where ``B`` is observed.
+    noise_sigma, kernel_scale : float, optional
+        Hold a hyperparameter fixed instead of learning it.
+    centered : bool
+        ``False`` (default): sample ``z ~ N(0, I)`` and scale it, best when the
+        prior matters (more kernel entries than pixels). ``True``: sample
+        ``z ~ N(0, s^2 I)``, best when the data pin the kernel down.
+    """
+    scale, sigma = sample_hyperparameters(
+        scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale
+    )
+    if centered:
+        latent = numpyro.sample(
+            "kernel_latent", dist.Normal(0.0, scale).expand([prior.num_latent]).to_event(1)
+        )
+        kernel = prior.to_kernel(latent)
+    else:
+        latent = numpyro.sample(
+            "kernel_latent", dist.Normal(0.0, 1.0).expand([prior.num_latent]).to_event(1)
+        )
+        kernel = scale * prior.to_kernel(latent)
+    predicted = operator(kernel)
+    likelihood = dist.Normal(predicted, sigma)
+    if mask is not None:
+        likelihood = likelihood.mask(mask)
+    numpyro.sample("observed", likelihood.to_event(2), obs=observed)
+
+
+def collapsed_model(
+    log_marginal_likelihood,
+    scales: HyperScales,
+    *,
+    noise_sigma: float | None = None,
+    kernel_scale: float | None = None,
+) -> None:
+    """Hyperparameters alone, the kernel integrated out analytically.
+
+    ``log_marginal_likelihood(noise_sigma, kernel_scale)`` is ``log p(B | sigma, s)``
+    (see :mod:`bayeskernel.infer.exact`). Any hyperprior written here works with
+    the exact route.
+    """
+    scale, sigma = sample_hyperparameters(
+        scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale
+    )
+    numpyro.factor("marginal_likelihood", log_marginal_likelihood(sigma, scale))

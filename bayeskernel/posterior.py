@@ -1,0 +1,222 @@
+"""The result object: kernel draws, noise sd, intervals, diagnostics, ArviZ export."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["KernelPosterior"]
+
+
+def _rhat_ess(draws: np.ndarray) -> tuple[float, float]:
+    """Rank-normalised split r_hat and bulk ESS of a ``(chain, draw)`` array."""
+    import arviz as az
+
+    draws = np.asarray(draws, dtype=float)
+    if draws.shape[1] < 8 or np.ptp(draws) == 0:
+        return float("nan"), float("nan")
+    if draws.shape[0] == 1:
+        # One chain (SVI, MAP): split it in halves, as split-r_hat does anyway.
+        half = draws.shape[1] // 2
+        draws = draws[:, : 2 * half].reshape(2, half)
+    return float(az.rhat(draws)), float(az.ess(draws))
+
+
+@dataclass(eq=False)
+class KernelPosterior:
+    """Posterior draws of a kernel and of the noise sd, with summaries.
+
+    Attributes
+    ----------
+    kernel_draws : (chains, draws, P, Q) ndarray
+        Posterior draws of the kernel (float32 by default to save memory).
+    noise_sigma_draws : (chains, draws) ndarray
+        Draws of the noise standard deviation.
+    kernel_scale_draws : (chains, draws) ndarray
+        Draws of the prior's scale (typical size of a kernel entry).
+    method : str
+        Inference route that made the draws.
+    prior : str
+        Name of the kernel prior.
+    mode : str
+        Convolution mode of the data.
+    diagnostics : dict
+        Route-specific facts (run time, divergences, solver details).
+    sample_stats : dict of (chains, draws) ndarray
+        Per-draw sampler statistics (e.g. ``diverging``), exported to ArviZ.
+    image, observed : ndarray or None
+        The data ``A`` and ``B``, kept for residual plots.
+    """
+
+    kernel_draws: np.ndarray
+    noise_sigma_draws: np.ndarray
+    kernel_scale_draws: np.ndarray
+    method: str
+    prior: str
+    mode: str = "same"
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    image: np.ndarray | None = None
+    observed: np.ndarray | None = None
+
+    # --- shapes ------------------------------------------------------------
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        return tuple(self.kernel_draws.shape[-2:])
+
+    @property
+    def num_chains(self) -> int:
+        return self.kernel_draws.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return self.kernel_draws.shape[1]
+
+    def _flat_kernels(self) -> np.ndarray:
+        return self.kernel_draws.reshape((-1,) + self.kernel_shape)
+
+    # --- kernel summaries ----------------------------------------------------
+    @functools.cached_property
+    def kernel_mean(self) -> np.ndarray:
+        """Posterior mean of every kernel entry, shape ``kernel_shape`` (float64)."""
+        return self._flat_kernels().mean(axis=0, dtype=np.float64)
+
+    @functools.cached_property
+    def kernel_sd(self) -> np.ndarray:
+        """Posterior standard deviation of every kernel entry."""
+        return self._flat_kernels().std(axis=0, dtype=np.float64)
+
+    def interval(
+        self, prob: float = 0.95, kind: Literal["eti", "hdi"] = "eti"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Credible interval of every kernel entry.
+
+        Parameters
+        ----------
+        prob : float
+            Probability mass inside the interval, in (0, 1).
+        kind : {'eti', 'hdi'}
+            Equal-tailed (quantiles) or highest-density interval (ArviZ).
+
+        Returns
+        -------
+        lower, upper : (P, Q) ndarray
+        """
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must lie strictly between 0 and 1, got {prob!r}")
+        if kind == "eti":
+            lower, upper = np.quantile(
+                self._flat_kernels(), [(1 - prob) / 2, (1 + prob) / 2], axis=0
+            )
+            return lower.astype(np.float64), upper.astype(np.float64)
+        if kind == "hdi":
+            import arviz as az
+
+            bounds = az.hdi(self.kernel_draws.astype(np.float64), hdi_prob=prob)
+            return bounds[..., 0], bounds[..., 1]
+        raise ValueError(f"kind must be 'eti' or 'hdi', got {kind!r}")
+
+    # --- noise ---------------------------------------------------------------
+    @property
+    def noise_sigma(self) -> float:
+        """Posterior mean of the noise standard deviation."""
+        return float(np.mean(self.noise_sigma_draws))
+
+    def noise_sigma_interval(self, prob: float = 0.95) -> tuple[float, float]:
+        """Equal-tailed credible interval of the noise standard deviation."""
+        lower, upper = np.quantile(self.noise_sigma_draws, [(1 - prob) / 2, (1 + prob) / 2])
+        return float(lower), float(upper)
+
+    # --- diagnostics ----------------------------------------------------------
+    def convergence(self) -> dict[str, dict[str, float]]:
+        """r_hat and bulk ESS of the noise sd and the kernel scale."""
+        return {
+            "noise_sigma": dict(zip(("r_hat", "ess"), _rhat_ess(self.noise_sigma_draws))),
+            "kernel_scale": dict(zip(("r_hat", "ess"), _rhat_ess(self.kernel_scale_draws))),
+        }
+
+    def summary(self, prob: float = 0.95) -> dict[str, Any]:
+        """Plain-data summary (JSON-serialisable)."""
+        lower, upper = self.interval(prob)
+        noise_lo, noise_hi = self.noise_sigma_interval(prob)
+        divergences = int(np.sum(self.sample_stats.get("diverging", 0)))
+        return {
+            "method": self.method,
+            "prior": self.prior,
+            "mode": self.mode,
+            "kernel_shape": list(self.kernel_shape),
+            "chains": self.num_chains,
+            "draws_per_chain": self.num_draws,
+            "noise_sigma": {"mean": self.noise_sigma, "lower": noise_lo, "upper": noise_hi},
+            "kernel_scale_mean": float(np.mean(self.kernel_scale_draws)),
+            "kernel_sum": {
+                "mean": float(self.kernel_mean.sum()),
+                "sd": float(self._flat_kernels().sum(axis=(1, 2), dtype=np.float64).std()),
+            },
+            "mean_interval_width": float(np.mean(upper - lower)),
+            "interval_prob": prob,
+            "divergences": divergences,
+            "convergence": self.convergence(),
+            "diagnostics": {k: v for k, v in self.diagnostics.items() if _is_plain(v)},
+        }
+
+    def __str__(self) -> str:
+        s = self.summary()
+        noise = s["noise_sigma"]
+        lines = [
+            f"KernelPosterior: {s['kernel_shape'][0]}x{s['kernel_shape'][1]} kernel, "
+            f"prior={s['prior']}, method={s['method']}, mode={s['mode']}",
+            f"  draws            {s['chains']} chain(s) x {s['draws_per_chain']}",
+            f"  noise sd         {noise['mean']:.4g}  "
+            f"(95% CI {noise['lower']:.4g} .. {noise['upper']:.4g})",
+            f"  kernel sum       {s['kernel_sum']['mean']:.4g} +- {s['kernel_sum']['sd']:.2g}",
+            f"  kernel scale     {s['kernel_scale_mean']:.4g}",
+            f"  mean 95% width   {s['mean_interval_width']:.4g}",
+        ]
+        for name, values in s["convergence"].items():
+            lines.append(
+                f"  {name:<16} r_hat {values['r_hat']:.3f}, ESS {values['ess']:.0f}"
+            )
+        if s["divergences"]:
+            lines.append(f"  divergences      {s['divergences']}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    # --- export -----------------------------------------------------------------
+    def to_inference_data(self):
+        """ArviZ ``InferenceData`` with dims ``kernel_row`` and ``kernel_col``."""
+        import arviz as az
+
+        posterior = {
+            "kernel": self.kernel_draws,
+            "noise_sigma": self.noise_sigma_draws,
+            "kernel_scale": self.kernel_scale_draws,
+        }
+        kwargs: dict[str, Any] = {}
+        if self.observed is not None:
+            kwargs["observed_data"] = {"B": np.asarray(self.observed)}
+            kwargs["constant_data"] = {"A": np.asarray(self.image)}
+        return az.from_dict(
+            posterior=posterior,
+            sample_stats=dict(self.sample_stats) or None,
+            dims={
+                "kernel": ["kernel_row", "kernel_col"],
+                "B": ["row", "col"],
+                "A": ["image_row", "image_col"],
+            },
+            attrs={
+                "method": self.method,
+                "prior": self.prior,
+                "mode": self.mode,
+                "inference_library": "bayeskernel",
+            },
+            **kwargs,
+        )
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None

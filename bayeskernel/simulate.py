@@ -1,0 +1,147 @@
+"""Reproducible synthetic cases: a known image, a kernel family, noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import oaconvolve
+
+from bayeskernel._validation import check_kernel_shape
+from bayeskernel.forward import MODES, output_shape
+
+__all__ = ["KERNELS", "SimulatedCase", "make_kernel", "motivating_case", "simulate"]
+
+
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets from the kernel's centre pixel ((n - 1) / 2)."""
+    rows = np.arange(shape[0]) - (shape[0] - 1) / 2
+    cols = np.arange(shape[1]) - (shape[1] - 1) / 2
+    return np.meshgrid(rows, cols, indexing="ij")
+
+
+def _inverse_distance(shape, **_):
+    y, x = _grid(shape)
+    r = np.hypot(y, x)
+    with np.errstate(divide="ignore"):
+        kernel = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+    return kernel
+
+
+def _gaussian(shape, width=None, width_col=None, angle=0.0, **_):
+    width = width if width is not None else max(shape) / 6
+    width_col = width_col if width_col is not None else width
+    y, x = _grid(shape)
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = c * y + s * x, -s * y + c * x
+    kernel = np.exp(-0.5 * ((u / width) ** 2 + (v / width_col) ** 2))
+    return kernel / kernel.sum()
+
+
+def _anisotropic_gaussian(shape, width=None, **kwargs):
+    width = width if width is not None else max(shape) / 5
+    return _gaussian(shape, width=width, width_col=width / 2.5, angle=np.pi / 6)
+
+
+def _disk(shape, radius=None, **_):
+    radius = radius if radius is not None else (min(shape) - 1) / 2 * 0.8
+    y, x = _grid(shape)
+    kernel = (np.hypot(y, x) <= radius).astype(float)
+    return kernel / kernel.sum()
+
+
+def _motion(shape, length=None, angle=np.pi / 5, **_):
+    length = length if length is not None else 0.8 * min(shape)
+    y, x = _grid(shape)
+    along = np.cos(angle) * x + np.sin(angle) * y
+    across = -np.sin(angle) * x + np.cos(angle) * y
+    kernel = np.clip(1.0 - np.abs(across), 0, None) * (np.abs(along) <= length / 2)
+    return kernel / kernel.sum()
+
+
+KERNELS = {
+    "inverse_distance": _inverse_distance,
+    "gaussian": _gaussian,
+    "anisotropic_gaussian": _anisotropic_gaussian,
+    "disk": _disk,
+    "motion": _motion,
+}
+
+
+def make_kernel(family: str, shape: tuple[int, int], **params) -> np.ndarray:
+    """A kernel of a named family, centred at pixel ``((P - 1) / 2, (Q - 1) / 2)``.
+
+    Parameters
+    ----------
+    family : {'inverse_distance', 'gaussian', 'anisotropic_gaussian', 'disk', 'motion'}
+        ``inverse_distance`` is ``1/r`` with the centre set to 0 (the motivating
+        case); the others sum to one.
+    shape : (int, int)
+    **params
+        Family parameters (``width``, ``radius``, ``length``, ``angle``).
+    """
+    if family not in KERNELS:
+        raise ValueError(f"family must be one of {sorted(KERNELS)}, got {family!r}")
+    return KERNELS[family](check_kernel_shape(shape), **params)
+
+
+@dataclass(frozen=True)
+class SimulatedCase:
+    """A synthetic data set: ``B = convolve2d(A, kernel, mode) + N(0, noise_sigma^2)``."""
+
+    A: np.ndarray
+    B: np.ndarray
+    kernel: np.ndarray
+    noise_sigma: float
+    mode: str
+
+
+def simulate(
+    image_shape: tuple[int, int] = (100, 100),
+    kernel: str | np.ndarray = "gaussian",
+    kernel_shape: tuple[int, int] | None = None,
+    *,
+    density: float = 0.2,
+    noise_sigma: float = 1.0,
+    mode: str = "same",
+    seed: int | np.random.Generator | None = 0,
+    **kernel_params,
+) -> SimulatedCase:
+    """Simulate a binary pattern, blur it with a kernel and add white noise.
+
+    Parameters
+    ----------
+    image_shape : (int, int)
+    kernel : str or (P, Q) ndarray
+        A family name for :func:`make_kernel` or an explicit kernel.
+    kernel_shape : (int, int), optional
+        Needed with a family name.
+    density : float
+        Probability of a one in the Bernoulli image ``A``.
+    noise_sigma : float
+    mode : {'same', 'full', 'valid'}
+    seed : int or numpy Generator
+        Same seed, same case.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not 0 < density <= 1:
+        raise ValueError(f"density must lie in (0, 1], got {density!r}")
+    rng = np.random.default_rng(seed)
+    if isinstance(kernel, str):
+        if kernel_shape is None:
+            raise ValueError("kernel_shape is required when kernel is a family name")
+        kernel = make_kernel(kernel, kernel_shape, **kernel_params)
+    kernel = np.asarray(kernel, dtype=float)
+    image = rng.binomial(1, density, size=tuple(image_shape)).astype(float)
+    output_shape(image.shape, kernel.shape, mode)  # validates shapes for the mode
+    blurred = oaconvolve(image, kernel, mode=mode)
+    observed = blurred + rng.normal(0.0, noise_sigma, blurred.shape)
+    return SimulatedCase(image, observed, kernel, float(noise_sigma), mode)
+
+
+def motivating_case(size: int = 100, *, seed: int = 0) -> SimulatedCase:
+    """The question's case: ``size`` x ``size`` image, 20% ones, ``(2 size - 1)^2``
+    kernel ``1/r`` (centre 0), noise sd 1, ``oaconvolve(..., mode='same')``."""
+    shape = (2 * size - 1, 2 * size - 1)
+    return simulate((size, size), "inverse_distance", shape, density=0.2, noise_sigma=1.0, seed=seed)

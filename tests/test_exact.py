@@ -1,0 +1,70 @@
+"""The exact route against dense closed-form Gaussian posteriors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from mc import Z, assert_moments_match
+from reference import convolution_matrix, gaussian_posterior, log_marginal, smooth_prior_covariance
+
+import bayeskernel as bk
+from bayeskernel.forward import make_operator
+from bayeskernel.infer.exact import decompose, log_marginal_likelihood, whitened_operator
+from bayeskernel.priors import SmoothPrior
+
+# (image, kernel, mode): kernel-space (p <= n) and data-space (p > n) cases.
+CASES = [((20, 20), (5, 5), "same"), ((8, 8), (11, 11), "same"), ((9, 7), (4, 6), "full"),
+         ((12, 12), (5, 3), "valid")]
+
+
+def _case(image_shape, kernel_shape, mode, seed=0):
+    case = bk.simulate(image_shape, "gaussian", kernel_shape, noise_sigma=0.05, mode=mode, seed=seed)
+    return case
+
+
+@pytest.mark.parametrize("image_shape,kernel_shape,mode", CASES)
+def test_log_marginal_likelihood_matches_dense(image_shape, kernel_shape, mode):
+    case = _case(image_shape, kernel_shape, mode)
+    H = convolution_matrix(case.A, kernel_shape, mode)
+    cov = smooth_prior_covariance(kernel_shape, 1)
+    with jax.enable_x64(True):
+        op = make_operator(case.A, kernel_shape, mode)
+        whitened = whitened_operator(op, SmoothPrior(kernel_shape), None)
+        spectrum = decompose(whitened, jnp.asarray(case.B.ravel()))
+        assert spectrum.space == ("kernel" if np.prod(kernel_shape) <= case.B.size else "data")
+        for sigma, scale in [(0.05, 0.02), (0.3, 0.1), (0.01, 1.0)]:
+            ours = float(log_marginal_likelihood(spectrum, sigma, scale))
+            dense = log_marginal(H, case.B.ravel(), scale**2 * cov, sigma)
+            assert abs(ours - dense) < 1e-8 * abs(dense) + 1e-8
+
+
+@pytest.mark.parametrize("image_shape,kernel_shape,mode", CASES)
+def test_exact_draws_at_fixed_hyperparameters_match_closed_form(image_shape, kernel_shape, mode):
+    case = _case(image_shape, kernel_shape, mode, seed=1)
+    sigma, scale = 0.05, 0.03
+    H = convolution_matrix(case.A, kernel_shape, mode)
+    mean, cov = gaussian_posterior(H, case.B.ravel(), scale**2 * smooth_prior_covariance(kernel_shape, 1), sigma)
+    num = 4000
+    post = bk.fit(case.A, case.B, kernel_shape, mode=mode, method="exact", noise_sigma=sigma,
+                  kernel_scale=scale, num_samples=num, seed=3, progress_bar=False, draws_dtype=np.float64)
+    assert post.kernel_draws.shape == (1, num) + kernel_shape
+    # Independent draws: the effective sample size is the number of draws.
+    assert_moments_match(post.kernel_draws, mean, np.sqrt(np.diag(cov)), ess=num)
+    # Whole covariance: the squared Mahalanobis distance averages d (sd sqrt(2d)).
+    d = mean.size
+    centred = post.kernel_draws.reshape(num, d) - mean
+    mahalanobis = np.einsum("ij,ij->i", centred, np.linalg.solve(cov, centred.T).T)
+    assert abs(mahalanobis.mean() - d) < Z * np.sqrt(2 * d / num)
+
+
+def test_map_finds_the_marginal_likelihood_maximum():
+    case = _case((24, 24), (7, 7), "same", seed=2)
+    post = bk.fit(case.A, case.B, (7, 7), method="map", num_samples=50, progress_bar=False)
+    H = convolution_matrix(case.A, (7, 7), "same")
+    cov = smooth_prior_covariance((7, 7), 1)
+    sigma, scale = post.noise_sigma, float(post.kernel_scale_draws[0, 0])
+    best = log_marginal(H, case.B.ravel(), scale**2 * cov, sigma)
+    for ds in (0.97, 1.03):
+        assert log_marginal(H, case.B.ravel(), scale**2 * cov, sigma * ds) < best
+        assert log_marginal(H, case.B.ravel(), (ds * scale) ** 2 * cov, sigma) < best
+    assert abs(post.noise_sigma - 0.05) < 0.1 * 0.05

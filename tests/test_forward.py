@@ -1,0 +1,91 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.signal import convolve2d
+
+from bayeskernel.forward import convolve, make_operator, output_shape
+
+shapes = st.tuples(st.integers(1, 13), st.integers(1, 13))
+kernel_shapes = st.tuples(st.integers(1, 29), st.integers(1, 29))
+
+
+def _valid_possible(a_shape, k_shape):
+    return all(a >= k for a, k in zip(a_shape, k_shape)) or all(
+        k >= a for a, k in zip(a_shape, k_shape)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(a_shape=shapes, k_shape=kernel_shapes, mode=st.sampled_from(["full", "same", "valid"]),
+       route=st.sampled_from(["fft", "direct"]), seed=st.integers(0, 2**31))
+def test_operator_equals_scipy_and_adjoint_holds(a_shape, k_shape, mode, route, seed):
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal(a_shape)
+    kernel = rng.standard_normal(k_shape)
+    if mode == "valid" and not _valid_possible(a_shape, k_shape):
+        with pytest.raises(ValueError, match="impossible for mode='valid'"):
+            make_operator(image, k_shape, mode)
+        return
+    reference = convolve2d(image, kernel, mode)
+    with jax.enable_x64(True):
+        op = make_operator(image, k_shape, mode, route=route)
+        out = np.asarray(op(jnp.asarray(kernel)))
+        assert out.shape == reference.shape == op.output_shape
+        np.testing.assert_allclose(out, reference, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
+        residual = rng.standard_normal(reference.shape)
+        lhs = float(np.sum(out * residual))
+        rhs = float(np.sum(kernel * np.asarray(op.adjoint(jnp.asarray(residual)))))
+        assert abs(lhs - rhs) <= 1e-10 * (abs(lhs) + np.abs(out).sum())
+
+
+@pytest.mark.parametrize("mode", ["same", "full", "valid"])
+def test_motivating_size_kernel_larger_than_image(mode):
+    rng = np.random.default_rng(1)
+    image = rng.binomial(1, 0.2, (100, 100)).astype(float)
+    kernel = rng.standard_normal((199, 199))
+    reference = convolve2d(image, kernel, mode)
+    with jax.enable_x64(True):
+        op = make_operator(image, kernel.shape, mode)
+        assert op.route == "fft"
+        # The full length 298 = 2 x 149 makes a slow FFT; it is padded to 300 = 2^2 3 5^2.
+        assert op.fft_shape == (300, 300)
+        out = np.asarray(op(kernel))
+        residual = rng.standard_normal(reference.shape)
+        lhs = np.sum(out * residual)
+        rhs = np.sum(kernel * np.asarray(op.adjoint(residual)))
+    np.testing.assert_allclose(out, reference, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
+    assert abs(lhs - rhs) <= 1e-10 * np.abs(out).sum()
+
+
+def test_batched_kernels_and_jit_grad():
+    rng = np.random.default_rng(2)
+    image = rng.standard_normal((12, 10))
+    kernels = rng.standard_normal((3, 5, 4))
+    with jax.enable_x64(True):
+        op = make_operator(image, (5, 4), "same")
+        batched = np.asarray(jax.jit(lambda o, k: o(k))(op, kernels))
+        for b in range(3):
+            np.testing.assert_allclose(batched[b], convolve2d(image, kernels[b], "same"), atol=1e-12)
+        # Gradient of 0.5||Hk - y||^2 is H^T(Hk - y).
+        target = rng.standard_normal((12, 10))
+        grad = jax.grad(lambda k: 0.5 * jnp.sum((op(k) - target) ** 2))(kernels[0])
+        np.testing.assert_allclose(grad, op.adjoint(op(kernels[0]) - target), atol=1e-10)
+
+
+def test_convolve_function_and_output_shape():
+    rng = np.random.default_rng(3)
+    image, kernel = rng.standard_normal((7, 9)), rng.standard_normal((4, 6))
+    with jax.enable_x64(True):
+        for mode in ("full", "same", "valid"):
+            np.testing.assert_allclose(convolve(image, kernel, mode), convolve2d(image, kernel, mode), atol=1e-12)
+            assert output_shape(image.shape, kernel.shape, mode) == convolve2d(image, kernel, mode).shape
+
+
+def test_bad_mode_and_route():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        make_operator(np.ones((4, 4)), (3, 3), "circular")
+    with pytest.raises(ValueError, match="route must be"):
+        make_operator(np.ones((4, 4)), (3, 3), "same", route="magic")

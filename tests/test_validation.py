@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+import bayeskernel as bk
+
+
+@pytest.fixture
+def data(rng):
+    A = rng.binomial(1, 0.3, (10, 10)).astype(float)
+    return A, rng.standard_normal((10, 10))
+
+
+@pytest.mark.parametrize(
+    "change,error,message",
+    [
+        (dict(A=np.ones(5)), ValueError, "A must be a 2D array"),
+        (dict(A=np.zeros((10, 0))), ValueError, "A is empty"),
+        (dict(A=np.array([["a"] * 10] * 10)), TypeError, "A must be a 2D numeric array"),
+        (dict(A=np.zeros((10, 10))), ValueError, "A is all zeros"),
+        (dict(A=np.full((10, 10), np.nan)), ValueError, "A contains NaN or inf"),
+        (dict(B=np.full((10, 10), np.inf)), ValueError, "B contains inf"),
+        (dict(B=np.full((10, 10), np.nan)), ValueError, "no pixel of B is observed"),
+        (dict(B=np.zeros((9, 10))), ValueError, r"B has shape \(9, 10\), but convolve2d"),
+        (dict(kernel_shape=(3,)), ValueError, "kernel_shape must be a pair"),
+        (dict(kernel_shape=(3, 0)), ValueError, "kernel_shape must be a pair"),
+        (dict(kernel_shape=(4, 20), mode="valid"), ValueError, "impossible for mode='valid'"),
+        (dict(mode="wrap"), ValueError, "mode must be one of"),
+        (dict(method="gibbs"), ValueError, "method must be one of"),
+        (dict(noise_sigma=-1.0), ValueError, "noise_sigma must be a positive"),
+        (dict(num_samples=0), ValueError, "num_samples must be a positive integer"),
+        (dict(mask=np.ones((10, 10))), TypeError, "mask must be a boolean array"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(data, change, error, message):
+    A, B = data
+    kwargs = dict(A=A, B=B, kernel_shape=(3, 3), mode="same", method="map", progress_bar=False)
+    kwargs.update(change)
+    with pytest.raises(error, match=message):
+        bk.fit(kwargs.pop("A"), kwargs.pop("B"), kwargs.pop("kernel_shape"), **kwargs)
+
+
+def test_integer_and_bool_inputs_are_promoted(data):
+    A, B = data
+    post = bk.fit(A.astype(bool), B.astype(np.float32), (3, 3), method="map", num_samples=10,
+                  progress_bar=False)
+    assert post.kernel_mean.dtype == np.float64
+    post_int = bk.fit(A.astype(np.int64), B, (3, 3), method="map", num_samples=10,
+                      progress_bar=False)
+    np.testing.assert_allclose(post_int.noise_sigma, post.noise_sigma, rtol=1e-4)
+
+
+def test_constant_B_warns(data):
+    A, _ = data
+    with pytest.warns(UserWarning, match="B is constant"):
+        bk.fit(A, np.ones((10, 10)), (3, 3), method="map", num_samples=5, progress_bar=False)
