@@ -1,10 +1,20 @@
 """bayeskernel: Bayesian estimation of a 2D convolution kernel with honest uncertainty."""
 
 from bayeskernel.api import METHODS, fit
+from bayeskernel.compare import compare
 from bayeskernel.forward import ConvolutionOperator, convolve, make_operator, output_shape
+from bayeskernel.io import load
 from bayeskernel.metrics import central_window, coverage, relative_error
 from bayeskernel.posterior import KernelPosterior
-from bayeskernel.priors import IIDPrior, LinearGaussianPrior, SmoothPrior
+from bayeskernel.priors import (
+    IIDPrior,
+    KernelPrior,
+    LinearGaussianPrior,
+    LowRankPrior,
+    ParametricPrior,
+    RadialPrior,
+    SmoothPrior,
+)
 from bayeskernel.simulate import SimulatedCase, make_kernel, motivating_case, simulate
 
 __version__ = "0.1.0"
@@ -14,14 +24,20 @@ __all__ = [
     "ConvolutionOperator",
     "IIDPrior",
     "KernelPosterior",
+    "KernelPrior",
     "LinearGaussianPrior",
+    "LowRankPrior",
+    "ParametricPrior",
+    "RadialPrior",
     "SimulatedCase",
     "SmoothPrior",
     "__version__",
     "central_window",
+    "compare",
     "convolve",
     "coverage",
     "fit",
+    "load",
     "make_kernel",
     "make_operator",
     "motivating_case",

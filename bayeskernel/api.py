@@ -12,11 +12,11 @@ from bayeskernel._validation import check_fit_inputs
 from bayeskernel.forward import make_operator
 from bayeskernel.model import default_hyper_scales
 from bayeskernel.posterior import KernelPosterior
-from bayeskernel.priors import LinearGaussianPrior, resolve_prior
+from bayeskernel.priors import KernelPrior, resolve_prior
 
 __all__ = ["fit", "METHODS"]
 
-METHODS = ("exact", "map", "nuts", "svi")
+METHODS = ("auto", "exact", "map", "nuts", "svi")
 
 
 def fit(
@@ -25,8 +25,8 @@ def fit(
     kernel_shape: tuple[int, int],
     *,
     mode: Literal["same", "full", "valid"] = "same",
-    prior: str | LinearGaussianPrior = "smooth",
-    method: Literal["exact", "map", "nuts", "svi"] = "exact",
+    prior: str | KernelPrior = "smooth",
+    method: Literal["auto", "exact", "map", "nuts", "svi"] = "auto",
     mask=None,
     num_warmup: int = 500,
     num_samples: int = 500,
@@ -52,10 +52,14 @@ def fit(
         Shape of ``K``; may exceed ``A``'s shape.
     mode : {'same', 'full', 'valid'}
         Cropping, exactly as :func:`scipy.signal.convolve2d`.
-    prior : {'smooth', 'smooth2', 'iid'} or LinearGaussianPrior
-        Kernel prior (see :mod:`bayeskernel.priors`).
-    method : {'exact', 'map', 'nuts', 'svi'}
-        ``'exact'`` (default): hyperparameters by NUTS on their marginal
+    prior : str or KernelPrior
+        Kernel prior (see :mod:`bayeskernel.priors`): linear-Gaussian
+        ``'smooth'``, ``'smooth2'``, ``'iid'``, ``'radial'``; parametric
+        ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``;
+        or an instance.
+    method : {'auto', 'exact', 'map', 'nuts', 'svi'}
+        ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``
+        otherwise. ``'exact'``: hyperparameters by NUTS on their marginal
         posterior, kernel draws from the exact Gaussian conditional. ``'map'``:
         hyperparameters by type-II maximum likelihood, then exact draws.
         ``'nuts'``: NUTS on the full model. ``'svi'``: low-rank Gaussian guide.
@@ -93,18 +97,35 @@ def fit(
     for name, value in (("noise_sigma", noise_sigma), ("kernel_scale", kernel_scale)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
-    image, observed, kernel_shape, observed_mask = check_fit_inputs(A, B, kernel_shape, mode, mask)
+    pairs = _check_pairs(A, B, kernel_shape, mode, mask)
+    kernel_shape = pairs[0][2]
     prior = resolve_prior(prior, kernel_shape)
-    scales = default_hyper_scales(image, observed[observed_mask] if observed_mask is not None else observed, kernel_shape)
-    num_observed = observed.size if observed_mask is None else int(observed_mask.sum())
+    if method == "auto":
+        method = "exact" if prior.linear_gaussian else "nuts"
+    if method in ("exact", "map") and not prior.linear_gaussian:
+        raise ValueError(
+            f"method={method!r} needs a linear-Gaussian prior; prior {prior.name!r} is not "
+            "(use method='nuts' or 'svi')"
+        )
+    seen = [b if m is None else b[m] for _, b, _, m in pairs]
+    scales = default_hyper_scales(
+        np.concatenate([a.ravel() for a, *_ in pairs]), np.concatenate([v.ravel() for v in seen]),
+        kernel_shape,
+    )  # fmt: skip
+    num_observed = sum(v.size for v in seen)
     if centered is None:
-        centered = num_observed >= prior.num_latent
+        centered = num_observed >= getattr(prior, "num_latent", 0)
 
     with jax.enable_x64(True):
         rng_key = jax.random.PRNGKey(seed) if np.ndim(seed) == 0 else jnp.asarray(seed)
-        operator = make_operator(image, kernel_shape, mode)
-        data = jnp.asarray(observed)
-        jmask = None if observed_mask is None else jnp.asarray(observed_mask)
+        operators = tuple(make_operator(a, kernel_shape, mode) for a, *_ in pairs)
+        datas = tuple(jnp.asarray(b) for _, b, _, _ in pairs)
+        masks = tuple(None if m is None else jnp.asarray(m) for *_, m in pairs)
+        if len(pairs) == 1:  # one pair: plain arrays, site name "observed"
+            operator, data, jmask = operators[0], datas[0], masks[0]
+        else:
+            operator, data = operators, datas
+            jmask = None if all(m is None for m in masks) else masks
         common = dict(
             mask=jmask,
             noise_sigma=noise_sigma,
@@ -135,6 +156,34 @@ def fit(
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 optimise=(method == "map"), **common,
             )  # fmt: skip
-    posterior.image = image
-    posterior.observed = np.where(observed_mask, observed, np.nan) if observed_mask is not None else observed
+    restored = [(a, b if m is None else np.where(m, b, np.nan)) for a, b, _, m in pairs]
+    if len(restored) == 1:
+        posterior.image, posterior.observed = restored[0]
+    else:
+        posterior.image = [a for a, _ in restored]
+        posterior.observed = [b for _, b in restored]
     return posterior
+
+
+def _check_pairs(A, B, kernel_shape, mode, mask):
+    """Validate one pair or lists of pairs; names in errors say which (``A[1]``)."""
+    if not isinstance(A, (list, tuple)):
+        return [check_fit_inputs(A, B, kernel_shape, mode, mask)]
+    if not isinstance(B, (list, tuple)) or len(A) != len(B):
+        raise ValueError(
+            "A is a list of images, so B must be a list of the same length "
+            f"(got {type(B).__name__} of length {len(B) if hasattr(B, '__len__') else '?'})"
+        )
+    if len(A) == 0:
+        raise ValueError("A is an empty list: give at least one image")
+    masks = mask if isinstance(mask, (list, tuple)) else [mask] * len(A)
+    if len(masks) != len(A):
+        raise ValueError(f"mask is a list of length {len(masks)}, expected {len(A)}")
+    pairs = []
+    for index, (a, b, m) in enumerate(zip(A, B, masks, strict=True)):
+        try:
+            pairs.append(check_fit_inputs(a, b, kernel_shape, mode, m))
+        except (ValueError, TypeError) as error:
+            message = str(error).replace("A ", f"A[{index}] ", 1).replace("B ", f"B[{index}] ", 1)
+            raise type(error)(f"pair {index}: {message}") from None
+    return pairs

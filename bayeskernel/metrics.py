@@ -9,9 +9,7 @@ __all__ = ["central_window", "coverage", "relative_error"]
 
 def central_window(kernel_shape: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
     """Slices of the ``size`` window centred in a kernel of ``kernel_shape``."""
-    return tuple(
-        slice((k - s) // 2, (k - s) // 2 + s) for k, s in zip(kernel_shape, size)
-    )
+    return tuple(slice((k - s) // 2, (k - s) // 2 + s) for k, s in zip(kernel_shape, size))
 
 
 def relative_error(estimate: np.ndarray, truth: np.ndarray, region=None) -> float:

@@ -22,7 +22,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayeskernel.forward import ConvolutionOperator
-from bayeskernel.priors import LinearGaussianPrior
+from bayeskernel.priors import KernelPrior, LinearGaussianPrior
 
 __all__ = [
     "HyperScales",
@@ -75,7 +75,7 @@ def sample_hyperparameters(
 
 def kernel_model(
     operator: ConvolutionOperator,
-    prior: LinearGaussianPrior,
+    prior: KernelPrior,
     scales: HyperScales,
     observed: jax.Array | None = None,
     mask: jax.Array | None = None,
@@ -88,9 +88,12 @@ def kernel_model(
 
     Parameters
     ----------
-    operator : ConvolutionOperator
-        Blur by the known image.
-    prior : LinearGaussianPrior
+    operator : ConvolutionOperator or tuple of them
+        Blur by the known image; a tuple for several image pairs sharing one
+        kernel and one noise sd (then ``observed`` and ``mask`` are tuples too).
+    prior : KernelPrior
+        Linear-Gaussian priors are sampled prior-whitened (``kernel_latent``);
+        others through their own :meth:`~bayeskernel.priors.KernelPrior.sample`.
     scales : HyperScales
     observed : (H, W) array, optional
         ``B``; ``None`` samples from the prior predictive.
@@ -103,6 +106,11 @@ def kernel_model(
         prior matters (more kernel entries than pixels). ``True``: sample
         ``z ~ N(0, s^2 I)``, best when the data pin the kernel down.
     """
+    if not isinstance(prior, LinearGaussianPrior):
+        if noise_sigma is None:
+            noise_sigma = numpyro.sample("noise_sigma", dist.HalfNormal(scales.noise))
+        _likelihood(operator, prior.sample(scales), noise_sigma, observed, mask)
+        return
     scale, sigma = sample_hyperparameters(
         scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale
     )
@@ -116,11 +124,28 @@ def kernel_model(
             "kernel_latent", dist.Normal(0.0, 1.0).expand([prior.num_latent]).to_event(1)
         )
         kernel = scale * prior.to_kernel(latent)
-    predicted = operator(kernel)
-    likelihood = dist.Normal(predicted, sigma)
+    _likelihood(operator, kernel, sigma, observed, mask)
+
+
+def _likelihood(operator, kernel, sigma, observed, mask) -> None:
+    """Gaussian likelihood of ``B`` around the blurred kernel, masked pixels left out.
+
+    With tuples (several pairs) each pair is its own site ``observed_<i>``.
+    """
+    if isinstance(operator, tuple):
+        observed = observed if observed is not None else (None,) * len(operator)
+        mask = mask if mask is not None else (None,) * len(operator)
+        for index, parts in enumerate(zip(operator, observed, mask, strict=True)):
+            _pair_likelihood(f"observed_{index}", kernel, sigma, *parts)
+    else:
+        _pair_likelihood("observed", kernel, sigma, operator, observed, mask)
+
+
+def _pair_likelihood(name, kernel, sigma, operator, observed, mask) -> None:
+    likelihood = dist.Normal(operator(kernel), sigma)
     if mask is not None:
         likelihood = likelihood.mask(mask)
-    numpyro.sample("observed", likelihood.to_event(2), obs=observed)
+    numpyro.sample(name, likelihood.to_event(2), obs=observed)
 
 
 def collapsed_model(

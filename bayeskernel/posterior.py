@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bayeskernel.diagnostics import diagnose
+
 __all__ = ["KernelPosterior"]
 
 
@@ -49,6 +51,8 @@ class KernelPosterior:
         Per-draw sampler statistics (e.g. ``diverging``), exported to ArviZ.
     image, observed : ndarray or None
         The data ``A`` and ``B``, kept for residual plots.
+    parameter_draws : dict of (chains, draws) ndarray
+        Named parameters of parametric and low-rank priors (e.g. ``exponent``).
     """
 
     kernel_draws: np.ndarray
@@ -61,6 +65,7 @@ class KernelPosterior:
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
     image: np.ndarray | None = None
     observed: np.ndarray | None = None
+    parameter_draws: dict[str, np.ndarray] = field(default_factory=dict)
 
     # --- shapes ------------------------------------------------------------
     @property
@@ -161,6 +166,7 @@ class KernelPosterior:
             "divergences": divergences,
             "convergence": self.convergence(),
             "diagnostics": {k: v for k, v in self.diagnostics.items() if _is_plain(v)},
+            "warnings": diagnose(self),
         }
 
     def __str__(self) -> str:
@@ -182,9 +188,20 @@ class KernelPosterior:
             )
         if s["divergences"]:
             lines.append(f"  divergences      {s['divergences']}")
+        lines += [f"  warning: {text}" for text in s["warnings"]]
         return "\n".join(lines)
 
     __repr__ = __str__
+
+    # --- figures ----------------------------------------------------------------
+    def plot_report(self, path, **kwargs) -> list:
+        """Write every figure to a folder of PNGs, or to one PDF if ``path`` ends in .pdf.
+
+        See :func:`bayeskernel.plots.plot_report` for the keyword arguments.
+        """
+        from bayeskernel.plots import plot_report
+
+        return plot_report(self, path, **kwargs)
 
     # --- export -----------------------------------------------------------------
     def to_inference_data(self):
@@ -195,6 +212,7 @@ class KernelPosterior:
             "kernel": self.kernel_draws,
             "noise_sigma": self.noise_sigma_draws,
             "kernel_scale": self.kernel_scale_draws,
+            **self.parameter_draws,
         }
         kwargs: dict[str, Any] = {}
         if self.observed is not None:

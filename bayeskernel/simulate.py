@@ -144,4 +144,6 @@ def motivating_case(size: int = 100, *, seed: int = 0) -> SimulatedCase:
     """The question's case: ``size`` x ``size`` image, 20% ones, ``(2 size - 1)^2``
     kernel ``1/r`` (centre 0), noise sd 1, ``oaconvolve(..., mode='same')``."""
     shape = (2 * size - 1, 2 * size - 1)
-    return simulate((size, size), "inverse_distance", shape, density=0.2, noise_sigma=1.0, seed=seed)
+    return simulate(
+        (size, size), "inverse_distance", shape, density=0.2, noise_sigma=1.0, seed=seed
+    )

@@ -22,8 +22,10 @@ from bayeskernel.plots import plot_kernel
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=100, help="image side N (kernel 2N-1)")
-    parser.add_argument("--method", default="map", choices=bk.METHODS)
-    parser.add_argument("--prior", default="smooth")
+    parser.add_argument("--method", default="auto", choices=bk.METHODS)
+    parser.add_argument(
+        "--prior", default="radial", help="radial (default), smooth, iid, power_law, ..."
+    )
     parser.add_argument("--samples", type=int, default=200, help="posterior draws")
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for figures")
     parser.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from reference import smooth_prior_covariance
 
-from bayeskernel.priors import IIDPrior, LinearGaussianPrior, SmoothPrior, resolve_prior
+from bayeskernel.priors import IIDPrior, LinearGaussianPrior, RadialPrior, SmoothPrior, resolve_prior
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (4, 7), (1, 6)])
@@ -47,7 +47,7 @@ def test_resolve_prior_errors():
         resolve_prior("lasso", (3, 3))
     with pytest.raises(ValueError, match="differs from kernel_shape"):
         resolve_prior(IIDPrior((3, 4)), (3, 3))
-    with pytest.raises(TypeError, match="LinearGaussianPrior"):
+    with pytest.raises(TypeError, match="KernelPrior instance"):
         resolve_prior(42, (3, 3))
 
 
@@ -67,3 +67,37 @@ def test_user_defined_prior_plugs_in():
         cov = prior.covariance()
     assert cov.shape == (35, 35)
     assert np.linalg.matrix_rank(cov) == 5
+
+
+def test_radial_prior_draws_are_radially_symmetric():
+    prior = RadialPrior((15, 15))
+    with jax.enable_x64(True):
+        draws = np.asarray(prior.sample(jax.random.PRNGKey(0), 1.0, (5,)))
+    # Symmetric under flips and transposition about the centre.
+    np.testing.assert_allclose(draws, draws[:, ::-1, :], atol=1e-12)
+    np.testing.assert_allclose(draws, np.swapaxes(draws, 1, 2), atol=1e-12)
+    assert np.isclose(np.mean(np.diag(prior.covariance())), 1.0)
+    # Every distinct pixel distance below exact_radius is a knot: the profile is exact there.
+    rows, cols = np.meshgrid(np.arange(15) - 7, np.arange(15) - 7, indexing="ij")
+    radii = np.unique(np.round(np.hypot(rows, cols), 9))
+    assert np.all(np.isin(radii[radii < prior.exact_radius], np.round(prior.knots, 9)))
+
+
+def test_radial_prior_represents_a_cusp_exactly():
+    # 1/r with a zero centre, inside exact_radius: a least-squares fit of the
+    # knot values through the interpolation reproduces it to rounding.
+    prior = RadialPrior((11, 11), exact_radius=10.0)
+    rows, cols = np.meshgrid(np.arange(11) - 5, np.arange(11) - 5, indexing="ij")
+    r = np.hypot(rows, cols)
+    target = np.where(r > 0, 1 / np.where(r > 0, r, 1), 0.0)
+    with jax.enable_x64(True):
+        basis = np.asarray(prior.to_kernel(jnp.eye(prior.num_latent))).reshape(prior.num_latent, -1)
+    coef, *_ = np.linalg.lstsq(basis.T, target.ravel(), rcond=None)
+    np.testing.assert_allclose(basis.T @ coef, target.ravel(), atol=1e-10)
+
+
+def test_radial_prior_bad_arguments():
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        RadialPrior((5, 5), order=3)
+    with pytest.raises(ValueError, match="growth must be positive"):
+        RadialPrior((5, 5), growth=0.0)

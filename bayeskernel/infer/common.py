@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bayeskernel.priors import LinearGaussianPrior
 
-__all__ = ["latent_to_kernels", "constant_draws"]
+__all__ = ["constant_draws", "kernels_from_sites", "latent_to_kernels"]
 
 # Kernels are made from latent draws in batches of this many to bound memory.
 _BATCH = 64
@@ -42,3 +42,29 @@ def latent_to_kernels(
 def constant_draws(value, chains: int, draws: int) -> np.ndarray:
     """A hyperparameter held fixed, as a ``(chains, draws)`` array."""
     return np.full((chains, draws), float(value))
+
+
+def kernels_from_sites(prior, scales, samples: dict, dtype=np.float32) -> np.ndarray:
+    """Replay a general prior's ``sample`` on ``(chains, draws)`` site values.
+
+    Keeps memory bounded: kernels are rebuilt in batches rather than recorded
+    as a deterministic site during sampling.
+    """
+    from numpyro import handlers
+
+    names = [k for k in samples if k not in ("noise_sigma",)]
+    chains, draws = samples[names[0]].shape[:2]
+    flat = {
+        k: np.asarray(samples[k]).reshape((chains * draws,) + samples[k].shape[2:]) for k in names
+    }
+
+    def one(values):
+        with handlers.seed(rng_seed=0), handlers.substitute(data=values):
+            return prior.sample(scales)
+
+    replay = jax.jit(jax.vmap(one))
+    out = np.empty((chains * draws,) + tuple(prior.kernel_shape), dtype=dtype)
+    for start in range(0, chains * draws, _BATCH):
+        block = {k: jnp.asarray(v[start : start + _BATCH]) for k, v in flat.items()}
+        out[start : start + _BATCH] = np.asarray(replay(block))
+    return out.reshape((chains, draws) + tuple(prior.kernel_shape))

@@ -64,37 +64,67 @@ class WhitenedOperator(NamedTuple):
 
 
 def whitened_operator(
-    operator: ConvolutionOperator, prior: LinearGaussianPrior, mask: jax.Array | None
+    operator: ConvolutionOperator | tuple,
+    prior: LinearGaussianPrior,
+    mask: jax.Array | tuple | None,
 ) -> WhitenedOperator:
-    """Compose prior map, blur and observation mask into ``W`` and ``W^T``."""
-    out_shape = operator.output_shape
-    index = (
-        jnp.arange(int(np.prod(out_shape)))
-        if mask is None
-        else jnp.asarray(np.flatnonzero(np.asarray(mask)))
+    """Compose prior map, blur and observation mask into ``W`` and ``W^T``.
+
+    With several image pairs (tuples of operators and masks), ``W`` stacks
+    the pairs' observed pixels one after the other and ``W^T`` sums the pairs'
+    transposes: one shared kernel, one noise sd.
+    """
+    operators = operator if isinstance(operator, tuple) else (operator,)
+    masks = mask if isinstance(mask, tuple) else (mask,) * len(operators)
+    indices = tuple(
+        jnp.arange(int(np.prod(op.output_shape)))
+        if m is None
+        else jnp.asarray(np.flatnonzero(np.asarray(m)))
+        for op, m in zip(operators, masks, strict=True)
     )
+    shapes = tuple(op.output_shape for op in operators)
+    sizes = [int(i.size) for i in indices]
+    splits = tuple(np.cumsum(sizes)[:-1].tolist())
 
-    size = int(np.prod(out_shape))
-
-    # The operator and index are jit arguments, not baked-in constants: a large
+    # Operators and indices are jit arguments, not baked-in constants: a large
     # image's FFT would otherwise be embedded in the compiled program.
     @jax.jit
-    def apply(op, idx, latent):
-        blurred = op(prior.to_kernel(latent))
-        return blurred.reshape(blurred.shape[:-2] + (-1,))[..., idx]
+    def apply(ops, idxs, latent):
+        kernel = prior.to_kernel(latent)
+        parts = []
+        for op, idx in zip(ops, idxs, strict=True):
+            blurred = op(kernel)
+            parts.append(blurred.reshape(blurred.shape[:-2] + (-1,))[..., idx])
+        return jnp.concatenate(parts, axis=-1)
 
     @jax.jit
-    def transpose(op, idx, values):
-        full = jnp.zeros(values.shape[:-1] + (size,), values.dtype)
-        full = full.at[..., idx].set(values).reshape(values.shape[:-1] + out_shape)
-        return prior.to_latent_transpose(op.adjoint(full))
+    def transpose(ops, idxs, values):
+        total = 0.0
+        for op, idx, shape, part in zip(
+            ops, idxs, shapes, jnp.split(values, splits, axis=-1), strict=True
+        ):
+            full = jnp.zeros(part.shape[:-1] + (int(np.prod(shape)),), part.dtype)
+            full = full.at[..., idx].set(part).reshape(part.shape[:-1] + shape)
+            total = total + op.adjoint(full)
+        return prior.to_latent_transpose(total)
 
     return WhitenedOperator(
-        partial(apply, operator, index),
-        partial(transpose, operator, index),
+        partial(apply, operators, indices),
+        partial(transpose, operators, indices),
         prior.num_latent,
-        int(index.size),
+        sum(sizes),
     )
+
+
+def observed_vector(observed, mask) -> jax.Array:
+    """The observed pixels of one or several ``B`` as one flat vector (``W``'s order)."""
+    observed = observed if isinstance(observed, tuple) else (observed,)
+    masks = mask if isinstance(mask, tuple) else (mask,) * len(observed)
+    parts = [
+        b.reshape(-1) if m is None else b.reshape(-1)[jnp.asarray(np.flatnonzero(np.asarray(m)))]
+        for b, m in zip(observed, masks, strict=True)
+    ]
+    return jnp.concatenate(parts)
 
 
 class Spectrum(NamedTuple):
@@ -130,9 +160,11 @@ def _gram(func, size: int, dtype) -> np.ndarray:
     out = np.empty((size, size))
     for start in range(0, size, _GRAM_BATCH):
         stop = min(size, start + _GRAM_BATCH)
-        unit = jnp.zeros((stop - start, size), dtype).at[
-            jnp.arange(stop - start), jnp.arange(start, stop)
-        ].set(1.0)
+        unit = (
+            jnp.zeros((stop - start, size), dtype)
+            .at[jnp.arange(stop - start), jnp.arange(start, stop)]
+            .set(1.0)
+        )
         out[start:stop] = np.asarray(func(unit))
     return 0.5 * (out + out.T)  # symmetric to rounding; make it exactly so
 
@@ -288,9 +320,7 @@ def run_exact(
     timings = {}
     start = time.perf_counter()
     whitened = whitened_operator(operator, prior, mask)
-    flat = observed.reshape(-1)
-    if mask is not None:
-        flat = flat[jnp.asarray(np.flatnonzero(np.asarray(mask)))]
+    flat = observed_vector(observed, mask)
     spectrum = decompose(whitened, flat)
     timings["seconds_decomposition"] = time.perf_counter() - start
 
@@ -324,8 +354,12 @@ def run_exact(
         sample_stats["diverging"] = np.asarray(
             mcmc.get_extra_fields(group_by_chain=True)["diverging"]
         )
-        sigma = samples.get("noise_sigma", constant_draws(noise_sigma or 0, num_chains, num_samples))
-        scale = samples.get("kernel_scale", constant_draws(kernel_scale or 0, num_chains, num_samples))
+        sigma = samples.get(
+            "noise_sigma", constant_draws(noise_sigma or 0, num_chains, num_samples)
+        )
+        scale = samples.get(
+            "kernel_scale", constant_draws(kernel_scale or 0, num_chains, num_samples)
+        )
     timings["seconds_hyperparameters"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -338,7 +372,7 @@ def run_exact(
         kernel_scale_draws=scale,
         method="map" if optimise else "exact",
         prior=prior.name,
-        mode=operator.mode,
+        mode=(operator[0] if isinstance(operator, tuple) else operator).mode,
         diagnostics={
             **timings,
             "space": spectrum.space,

@@ -10,10 +10,10 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from bayeskernel.forward import ConvolutionOperator
-from bayeskernel.infer.common import constant_draws, latent_to_kernels
+from bayeskernel.infer.common import constant_draws, kernels_from_sites, latent_to_kernels
 from bayeskernel.model import HyperScales, kernel_model
 from bayeskernel.posterior import KernelPosterior
-from bayeskernel.priors import LinearGaussianPrior
+from bayeskernel.priors import KernelPrior, LinearGaussianPrior
 
 __all__ = ["run_nuts"]
 
@@ -24,7 +24,7 @@ _DENSE_MASS_LIMIT = 2500
 
 def run_nuts(
     operator: ConvolutionOperator,
-    prior: LinearGaussianPrior,
+    prior: KernelPrior,
     scales: HyperScales,
     observed: jax.Array,
     rng_key: jax.Array,
@@ -47,7 +47,7 @@ def run_nuts(
     likelihood correlates neighbouring kernel entries strongly.
     """
     if dense_mass is None:
-        dense_mass = prior.num_latent <= _DENSE_MASS_LIMIT
+        dense_mass = getattr(prior, "num_latent", 0) <= _DENSE_MASS_LIMIT
     model = partial(
         kernel_model,
         operator,
@@ -71,11 +71,8 @@ def run_nuts(
     seconds = time.perf_counter() - start
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
-    chains, draws = samples["kernel_latent"].shape[:2]
-    scale = samples.get("kernel_scale", constant_draws(kernel_scale or 0.0, chains, draws))
-    sigma = samples.get("noise_sigma", constant_draws(noise_sigma or 0.0, chains, draws))
-    kernels = latent_to_kernels(
-        prior, samples["kernel_latent"], None if centered else scale, dtype=draws_dtype
+    kernels, scale, sigma, parameters = _assemble(
+        prior, scales, samples, noise_sigma, kernel_scale, centered, draws_dtype
     )
     return KernelPosterior(
         kernel_draws=kernels,
@@ -83,7 +80,7 @@ def run_nuts(
         kernel_scale_draws=scale,
         method="nuts",
         prior=prior.name,
-        mode=operator.mode,
+        mode=(operator[0] if isinstance(operator, tuple) else operator).mode,
         diagnostics={
             "seconds": seconds,
             "dense_mass": dense_mass,
@@ -91,4 +88,27 @@ def run_nuts(
             "mean_steps_per_draw": float(extra["num_steps"].mean()),
         },
         sample_stats={"diverging": extra["diverging"], "n_steps": extra["num_steps"]},
+        parameter_draws=parameters,
     )
+
+
+def _assemble(prior, scales, samples, noise_sigma, kernel_scale, centered, dtype):
+    """Kernel draws, scale, noise sd and named parameters from raw site draws.
+
+    Shared by NUTS and SVI. For general priors the "kernel scale" reported is
+    the root-mean-square entry of each draw (the meaning it has for Gaussian
+    priors), and the prior's own sites are kept as named parameters.
+    """
+    first = next(iter(samples.values()))
+    chains, draws = first.shape[:2]
+    sigma = samples.get("noise_sigma", constant_draws(noise_sigma or 0.0, chains, draws))
+    if isinstance(prior, LinearGaussianPrior):
+        scale = samples.get("kernel_scale", constant_draws(kernel_scale or 0.0, chains, draws))
+        kernels = latent_to_kernels(
+            prior, samples["kernel_latent"], None if centered else scale, dtype=dtype
+        )
+        return kernels, scale, sigma, {}
+    kernels = kernels_from_sites(prior, scales, samples, dtype=dtype)
+    scale = np.sqrt(np.mean(kernels.astype(np.float64) ** 2, axis=(2, 3)))
+    parameters = {k: v for k, v in samples.items() if k != "noise_sigma" and v.ndim == 2}
+    return kernels, scale, sigma, parameters

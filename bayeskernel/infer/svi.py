@@ -12,17 +12,17 @@ from numpyro.infer.autoguide import AutoLowRankMultivariateNormal
 from numpyro.optim import Adam
 
 from bayeskernel.forward import ConvolutionOperator
-from bayeskernel.infer.common import constant_draws, latent_to_kernels
+from bayeskernel.infer.nuts import _assemble
 from bayeskernel.model import HyperScales, kernel_model
 from bayeskernel.posterior import KernelPosterior
-from bayeskernel.priors import LinearGaussianPrior
+from bayeskernel.priors import KernelPrior
 
 __all__ = ["run_svi"]
 
 
 def run_svi(
     operator: ConvolutionOperator,
-    prior: LinearGaussianPrior,
+    prior: KernelPrior,
     scales: HyperScales,
     observed: jax.Array,
     rng_key: jax.Array,
@@ -54,7 +54,8 @@ def run_svi(
         centered=centered,
     )
     if rank is None:
-        rank = int(min(50, max(2, np.sqrt(prior.num_latent))))
+        size = getattr(prior, "num_latent", int(np.prod(prior.kernel_shape)))
+        rank = int(min(50, max(2, np.sqrt(size))))
     guide = AutoLowRankMultivariateNormal(model, rank=rank)
     svi = SVI(model, guide, Adam(learning_rate), Trace_ELBO())
     fit_key, draw_key = jax.random.split(rng_key)
@@ -63,10 +64,8 @@ def run_svi(
     draws = guide.sample_posterior(draw_key, result.params, sample_shape=(1, num_samples))
     seconds = time.perf_counter() - start
     draws = {k: np.asarray(v) for k, v in draws.items()}
-    scale = draws.get("kernel_scale", constant_draws(kernel_scale or 0.0, 1, num_samples))
-    sigma = draws.get("noise_sigma", constant_draws(noise_sigma or 0.0, 1, num_samples))
-    kernels = latent_to_kernels(
-        prior, draws["kernel_latent"], None if centered else scale, dtype=draws_dtype
+    kernels, scale, sigma, parameters = _assemble(
+        prior, scales, draws, noise_sigma, kernel_scale, centered, draws_dtype
     )
     losses = np.asarray(result.losses)
     return KernelPosterior(
@@ -75,7 +74,7 @@ def run_svi(
         kernel_scale_draws=scale,
         method="svi",
         prior=prior.name,
-        mode=operator.mode,
+        mode=(operator[0] if isinstance(operator, tuple) else operator).mode,
         diagnostics={
             "seconds": seconds,
             "num_steps": num_steps,
@@ -87,4 +86,5 @@ def run_svi(
             ),
         },
         sample_stats={},
+        parameter_draws=parameters,
     )

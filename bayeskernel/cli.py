@@ -1,0 +1,480 @@
+"""The ``bayeskernel`` command: fit a kernel from files, simulate data, run the demo.
+
+A thin layer over the public API: :func:`bayeskernel.fit`,
+:func:`bayeskernel.simulate`, :mod:`bayeskernel.io` and :mod:`bayeskernel.plots`.
+User errors (bad files, impossible arguments) print one line
+``bayeskernel: error: <message>`` to stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+PROG = "bayeskernel"
+EXIT_USAGE = 2  # as argparse uses for bad arguments
+EXIT_INTERRUPTED = 130  # shell convention: 128 + SIGINT
+
+_DESCRIPTION = """\
+Estimate a 2D convolution kernel K, with uncertainty, from a known input image A
+and its blurred, noisy output B:
+
+    B = convolve2d(A, K, mode) + white Gaussian noise of unknown sd
+
+A is the array you put in (e.g. a binary pattern); B is what you measured. K is
+what you want: you get its posterior mean, a credible interval for every entry,
+the noise sd, diagnostics and plots.
+
+commands:
+  fit       fit K from two files A and B; writes results to a folder
+  simulate  write a synthetic A, B and true kernel to try 'fit' on
+  demo      run the motivating example (100x100 image, 199x199 1/r kernel)
+
+Run 'bayeskernel COMMAND --help' for a command's options.
+"""
+
+_EPILOG = """\
+examples:
+  bayeskernel simulate --out data --kernel gaussian --kernel-shape 9 9
+  bayeskernel fit data/A.npy data/B.npy --kernel-shape 9 9 --out results
+  bayeskernel fit pattern.png blurred.tif --kernel-shape 15 15 --method map --out results
+  bayeskernel fit case.npz case.npz --kernel-shape 9 9 --out results   # arrays A and B
+"""
+
+_FIT_DESCRIPTION = """\
+Fit the kernel K in B = convolve2d(A, K, mode) + noise.
+
+A_FILE is the known input image A; B_FILE is the observed output B, of the shape
+that convolve2d(A, K, mode) has (NaN entries in B mark unobserved pixels).
+Both are 2D arrays in any of these formats:
+  .npy                  NumPy array
+  .npz                  NumPy archive: --key names the array; by default the only
+                        one, or the one named 'A' (for A_FILE) / 'B' (for B_FILE)
+  .csv .txt .dat .tsv   numbers separated by commas or whitespace, one row per line
+  .tif .tiff            single-page TIFF, any numeric type
+  .png                  greyscale PNG (values as stored, e.g. 0..255)
+
+modes (how B is cropped, exactly as scipy.signal.convolve2d):
+  same   B has A's shape (default)
+  full   B is the whole convolution, shape (M+P-1, N+Q-1)
+  valid  B is where A and K overlap fully, shape (|M-P|+1, |N-Q|+1)
+
+methods:
+  exact  NUTS on the noise sd and kernel scale with the kernel integrated out,
+         then exact kernel draws (default; for up to ~16,000 pixels or entries)
+  map    best noise sd and kernel scale, then exact draws: quickest, intervals
+         ignore the hyperparameters' uncertainty
+  nuts   NUTS on every kernel entry: a check of 'exact', slower
+  svi    variational approximation: for very large problems, approximate intervals
+
+writes to --out: posterior.nc (ArviZ NetCDF; reload with bayeskernel.load),
+kernel_mean.npy, kernel_sd.npy, kernel_lower.npy, kernel_upper.npy (credible
+interval), summary.json and plots/ (PNG figures, or report.pdf with --plots pdf).
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the hand-wrapped descriptions; shows defaults that say something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet_default = action.default is None or action.default is False
+        if not quiet_default and action.default != argparse.SUPPRESS and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress messages or bars (results still print)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--prior", default="smooth",
+        help="kernel prior: 'smooth' (neighbouring entries alike), 'smooth2' (smoother), "
+        "'iid' (independent entries); see bayeskernel.priors for more",
+    )  # fmt: skip
+    parser.add_argument(
+        "--method", default=defaults["method"], choices=("exact", "map", "nuts", "svi"),
+        help="inference route; 'map' is quickest (see 'bayeskernel fit --help')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--samples", type=_positive_int, default=defaults["samples"],
+        help="posterior draws per chain",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=_positive_int, default=defaults["samples"],
+        help="NUTS warm-up steps per chain (methods exact, nuts)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same result")
+    parser.add_argument(
+        "--prob", type=_probability, default=0.95, help="probability of the credible intervals"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bayeskernel`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_Formatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = commands.add_parser(
+        "fit", help="fit K from files A and B", description=_FIT_DESCRIPTION,
+        formatter_class=_Formatter,
+    )  # fmt: skip
+    fit.add_argument("a_file", metavar="A_FILE", help="the known input image A")
+    fit.add_argument("b_file", metavar="B_FILE", help="the observed, blurred and noisy output B")
+    fit.add_argument(
+        "--kernel-shape", nargs=2, type=_positive_int, required=True, metavar=("H", "W"),
+        help="rows and columns of the kernel K (it may be larger than A)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--mode", default="same", choices=("same", "full", "valid"),
+        help="how B is cropped (see 'modes' above)",
+    )  # fmt: skip
+    _add_fit_options(fit, defaults={"method": "exact", "samples": 500})
+    fit.add_argument(
+        "--chains", type=_positive_int, default=2, help="NUTS chains (methods exact, nuts)"
+    )
+    fit.add_argument("--key", help="array name inside .npz files (both A_FILE and B_FILE)")
+    fit.add_argument(
+        "--true-kernel", metavar="FILE", help="a known kernel to draw beside the estimate"
+    )
+    fit.add_argument(
+        "--plots", default="png", choices=("png", "pdf", "none"),
+        help="figures as PNG files in OUT/plots/, one OUT/report.pdf, or none",
+    )  # fmt: skip
+    fit.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for results")
+    _add_common(fit)
+
+    simulate = commands.add_parser(
+        "simulate", formatter_class=_Formatter,
+        help="write a synthetic pair A, B (and the true kernel)",
+        description="Simulate a Bernoulli image A, blur it with a known kernel K and add\n"
+        "white noise: B = convolve2d(A, K, mode) + N(0, sd^2). Writes A.npy, B.npy,\n"
+        "kernel.npy and case.json to --out, ready for 'bayeskernel fit'.",
+    )  # fmt: skip
+    simulate.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    simulate.add_argument(
+        "--image-shape", nargs=2, type=_positive_int, default=(64, 64), metavar=("M", "N"),
+        help="shape of A",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--kernel", default="gaussian",
+        choices=("gaussian", "anisotropic_gaussian", "disk", "motion", "inverse_distance"),
+        help="kernel family (all but inverse_distance sum to one)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--kernel-shape", nargs=2, type=_positive_int, default=(9, 9), metavar=("H", "W"),
+        help="shape of the kernel",
+    )  # fmt: skip
+    simulate.add_argument("--density", type=_probability, default=0.2, help="fraction of ones in A")
+    simulate.add_argument("--noise-sigma", type=_non_negative_float, default=0.05, help="noise sd")
+    simulate.add_argument(
+        "--mode", default="same", choices=("same", "full", "valid"),
+        help="how B is cropped, as scipy.signal.convolve2d",
+    )  # fmt: skip
+    simulate.add_argument("--seed", type=int, default=0, help="same seed, same data")
+    _add_common(simulate)
+
+    demo = commands.add_parser(
+        "demo", formatter_class=_Formatter, help="run the motivating example (takes minutes)",
+        description="The motivating example: a 100x100 binary image A (20% ones) blurred by\n"
+        "the 199x199 kernel 1/r (centre 0) with noise sd 1, then the kernel estimated\n"
+        "back from A and B. Prints the errors against the truth and writes the results\n"
+        "and figures to --out. The full size takes minutes; --size 20 takes seconds.",
+    )  # fmt: skip
+    demo.add_argument("--size", type=_positive_int, default=100, help="image side N (kernel 2N-1)")
+    _add_fit_options(demo, defaults={"method": "map", "samples": 200})
+    demo.add_argument(
+        "--out", type=Path, default=Path("bayeskernel-demo"), metavar="DIR",
+        help="folder for results and figures",
+    )  # fmt: skip
+    _add_common(demo)
+    return parser
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Progress messages on stderr, silenced by --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null, NumPy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_results(
+    posterior, out: Path, *, prob: float, plots: str, true_kernel, extra: dict, say: _Reporter
+) -> dict:
+    """Posterior NetCDF, kernel arrays, summary.json and figures."""
+    from bayeskernel.io import save
+    from bayeskernel.plots import plot_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    save(posterior, out / "posterior.nc")
+    lower, upper = posterior.interval(prob)
+    for name, array in (
+        ("kernel_mean", posterior.kernel_mean),
+        ("kernel_sd", posterior.kernel_sd),
+        ("kernel_lower", lower),
+        ("kernel_upper", upper),
+    ):
+        np.save(out / f"{name}.npy", array)
+    summary = {**extra, **posterior.summary(prob)}
+    with open(out / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(_plain(summary), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    if plots != "none":
+        say("writing figures ...")
+        target = out / "report.pdf" if plots == "pdf" else out / "plots"
+        plot_report(posterior, target, true_kernel=true_kernel, prob=prob)
+    return summary
+
+
+def _check_shapes(a_file, image, b_file, observed, kernel_shape, mode) -> None:
+    """Messages that name the files, before fit's generic ones."""
+    from bayeskernel.forward import output_shape
+
+    try:
+        expected = tuple(output_shape(image.shape, kernel_shape, mode))
+    except ValueError:
+        raise ValueError(
+            f"--kernel-shape {kernel_shape[0]} {kernel_shape[1]} is impossible with --mode "
+            f"{mode} for A of shape {image.shape} ({a_file}): in mode 'valid' the kernel must "
+            "be no larger than A in both dimensions, or at least as large in both"
+        ) from None
+    if observed.shape != expected:
+        raise ValueError(
+            f"{b_file}: B has shape {observed.shape}, but A {image.shape} ({a_file}) with "
+            f"--kernel-shape {kernel_shape[0]} {kernel_shape[1]} and --mode {mode} gives "
+            f"{expected}; check the files, --mode and --kernel-shape"
+        )
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
+    from bayeskernel.api import fit
+    from bayeskernel.io import read_array
+
+    kernel_shape = tuple(args.kernel_shape)
+    image = read_array(args.a_file, key=args.key, role="A")
+    observed = read_array(args.b_file, key=args.key, role="B", allow_nan=True)
+    _check_shapes(args.a_file, image, args.b_file, observed, kernel_shape, args.mode)
+    true_kernel = None
+    if args.true_kernel is not None:
+        true_kernel = read_array(args.true_kernel, role="true kernel")
+        if true_kernel.shape != kernel_shape:
+            raise ValueError(
+                f"{args.true_kernel}: true kernel has shape {true_kernel.shape}, expected "
+                f"--kernel-shape {kernel_shape}"
+            )
+    args.out.mkdir(parents=True, exist_ok=True)  # fail on a bad --out before a long fit
+    say(
+        f"fitting a {kernel_shape[0]}x{kernel_shape[1]} kernel: A {image.shape}, "
+        f"B {observed.shape}, mode={args.mode}, prior={args.prior}, method={args.method}"
+    )
+    start = time.perf_counter()
+    posterior = fit(
+        image, observed, kernel_shape, mode=args.mode, prior=args.prior, method=args.method,
+        num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
+        seed=args.seed, progress_bar=not args.quiet,
+    )  # fmt: skip
+    say(f"fitted in {time.perf_counter() - start:.1f} s; writing results to {args.out}/")
+    extra = {
+        "inputs": {
+            "A": str(args.a_file), "B": str(args.b_file), "key": args.key,
+            "A_shape": list(image.shape), "B_shape": list(observed.shape),
+        },
+    }  # fmt: skip
+    _write_results(
+        posterior, args.out, prob=args.prob, plots=args.plots, true_kernel=true_kernel,
+        extra=extra, say=say,
+    )  # fmt: skip
+    print(posterior)
+    print(f"results written to {args.out}/")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace, say: _Reporter) -> int:
+    from bayeskernel.simulate import simulate
+
+    case = simulate(
+        tuple(args.image_shape), args.kernel, tuple(args.kernel_shape),
+        density=args.density, noise_sigma=args.noise_sigma, mode=args.mode, seed=args.seed,
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, array in (("A", case.A), ("B", case.B), ("kernel", case.kernel)):
+        np.save(args.out / f"{name}.npy", array)
+    description = {
+        "model": "B = convolve2d(A, kernel, mode) + N(0, noise_sigma^2)",
+        "image_shape": list(case.A.shape),
+        "B_shape": list(case.B.shape),
+        "kernel": args.kernel,
+        "kernel_shape": list(case.kernel.shape),
+        "density": args.density,
+        "noise_sigma": case.noise_sigma,
+        "mode": case.mode,
+        "seed": args.seed,
+    }
+    with open(args.out / "case.json", "w", encoding="utf-8") as fh:
+        json.dump(description, fh, indent=2)
+        fh.write("\n")
+    height, width = case.kernel.shape
+    print(f"wrote A.npy {case.A.shape}, B.npy {case.B.shape}, kernel.npy, case.json to {args.out}/")
+    print(
+        f"next: {PROG} fit {args.out / 'A.npy'} {args.out / 'B.npy'} --kernel-shape "
+        f"{height} {width} --mode {case.mode} --true-kernel {args.out / 'kernel.npy'} "
+        "--out results"
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, say: _Reporter) -> int:
+    from bayeskernel.api import fit
+    from bayeskernel.datasets import motivating_example
+    from bayeskernel.metrics import central_window, coverage, relative_error
+    from bayeskernel.simulate import motivating_case
+
+    case = motivating_example() if args.size == 100 else motivating_case(args.size, seed=args.seed)
+    kernel_shape = case.kernel.shape
+    say(
+        f"motivating example: A {case.A.shape} (20% ones), true kernel 1/r {kernel_shape}, "
+        f"noise sd {case.noise_sigma}; method={args.method} (the full size takes minutes)"
+    )
+    start = time.perf_counter()
+    posterior = fit(
+        case.A, case.B, kernel_shape, prior=args.prior, method=args.method,
+        num_samples=args.samples, num_warmup=args.warmup, seed=args.seed,
+        progress_bar=not args.quiet,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    # The central window: kernel entries within reach of every image pixel.
+    central = central_window(kernel_shape, (args.size - 1, args.size - 1))
+    lower, upper = posterior.interval(args.prob)
+    errors = {
+        "seconds": round(seconds, 1),
+        "true_noise_sigma": case.noise_sigma,
+        "relative_error_whole": relative_error(posterior.kernel_mean, case.kernel),
+        "relative_error_central": relative_error(posterior.kernel_mean, case.kernel, central),
+        "coverage_whole": coverage(lower, upper, case.kernel),
+        "coverage_central": coverage(lower, upper, case.kernel, central),
+    }
+    say(f"fitted in {seconds:.1f} s; writing results to {args.out}/")
+    _write_results(
+        posterior, args.out, prob=args.prob, plots="png", true_kernel=case.kernel,
+        extra={"demo": _plain(errors)}, say=say,
+    )  # fmt: skip
+    print(posterior)
+    print(json.dumps(_plain(errors), indent=2))
+    print(f"results and figures written to {args.out}/")
+    return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "simulate": _cmd_simulate, "demo": _cmd_demo}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 user error).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+    """
+    args = build_parser().parse_args(argv)
+    say = _Reporter(args.quiet)
+    with warnings.catch_warnings():
+        # ArviZ 0.x announces its 1.0 refactor on import: not the user's concern.
+        warnings.filterwarnings(
+            "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+        )
+        warnings.showwarning = _show_warning  # one line, no source location
+        try:
+            return _COMMANDS[args.command](args, say)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (ValueError, TypeError, OSError) as error:
+            # bayeskernel raises these for bad data and arguments, with messages
+            # that name the culprit; a bug elsewhere would still show its traceback
+            # with --debug.
+            if args.debug:
+                raise
+            if isinstance(error, OSError) and error.filename and error.strerror:
+                message = f"{error.filename}: {error.strerror}"
+            else:
+                message = " ".join(str(error).split()) or type(error).__name__
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

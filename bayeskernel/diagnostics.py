@@ -1,0 +1,234 @@
+"""Plain-English warnings about a fitted posterior: convergence and residual checks.
+
+Each warning says what looks wrong and what to try. The checks are:
+
+* r_hat above 1.01 or bulk ESS below 100 for the noise sd and the kernel scale
+  (and, for ``method='nuts'``, for a subset of kernel entries);
+* divergent transitions of NUTS;
+* residuals ``B - convolve2d(A, K_mean, mode)`` that do not look like white noise
+  of the estimated sd: their sd far from the noise sd estimate, or a positive
+  lag-1 spatial autocorrelation well above what white noise gives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.signal
+
+if TYPE_CHECKING:
+    from bayeskernel.posterior import KernelPosterior
+
+__all__ = ["RHAT_LIMIT", "ESS_LIMIT", "diagnose", "lag1_autocorrelation", "residuals"]
+
+# Vehtari et al. (2021), "Rank-normalization, folding, and localization": r_hat
+# below 1.01 and a bulk ESS of at least 100 before trusting posterior summaries.
+RHAT_LIMIT = 1.01
+ESS_LIMIT = 100
+
+# Residual sd over the noise sd estimate. Under the model the ratio sits a little
+# below 1 (the fit absorbs p_eff of the n pixels: sqrt(1 - p_eff / n)); a kernel
+# larger than the image can bring it to ~0.8. Outside these bounds something is off.
+_RESIDUAL_RATIO_LOW = 0.5
+_RESIDUAL_RATIO_HIGH = 1.2
+
+# White noise has lag-1 autocorrelation ~ N(0, 1 / n_pairs); warn beyond four
+# standard errors, and never below 0.1, which a correct fit with many kernel
+# entries can reach by absorbing smooth structure.
+_AUTOCORRELATION_SE = 4.0
+_AUTOCORRELATION_FLOOR = 0.1
+
+# Kernel entries checked by r_hat/ESS under method='nuts': rank r_hat costs about
+# 1 ms per entry, so a 199x199 kernel in full would take a minute.
+_MAX_ENTRIES_CHECKED = 256
+
+
+def residuals(posterior: KernelPosterior) -> np.ndarray | None:
+    """Residual map ``B - convolve2d(A, K_mean, mode)``.
+
+    Parameters
+    ----------
+    posterior : KernelPosterior
+        Must carry its data (``image`` and ``observed``).
+
+    Returns
+    -------
+    (H, W) ndarray or None
+        NaN where ``B`` is unobserved; ``None`` when the posterior has no data.
+    """
+    if posterior.image is None or posterior.observed is None:
+        return None
+    # scipy.signal.convolve picks direct or FFT by cost; same result as convolve2d.
+    predicted = scipy.signal.convolve(
+        np.asarray(posterior.image, dtype=float), posterior.kernel_mean, mode=posterior.mode
+    )
+    return np.asarray(posterior.observed, dtype=float) - predicted
+
+
+def lag1_autocorrelation(residual: np.ndarray) -> tuple[float, int]:
+    """Lag-1 spatial autocorrelation of a map, pooled over rows and columns.
+
+    Parameters
+    ----------
+    residual : (H, W) ndarray
+        NaN marks missing pixels; pairs touching one are skipped.
+
+    Returns
+    -------
+    rho : float
+        Mean product of horizontally and vertically adjacent centred values over
+        their variance; NaN when there are no adjacent pairs.
+    pairs : int
+        Number of adjacent pairs used (white noise gives ``rho`` with sd about
+        ``1 / sqrt(pairs)``).
+    """
+    residual = np.asarray(residual, dtype=float)
+    observed = np.isfinite(residual)
+    if observed.sum() < 2:
+        return float("nan"), 0
+    centred = np.where(observed, residual - residual[observed].mean(), 0.0)
+    variance = np.sum(centred**2) / observed.sum()
+    # Missing pixels are zero in `centred`, so their products drop out of the sums.
+    products = np.sum(centred[1:] * centred[:-1]) + np.sum(centred[:, 1:] * centred[:, :-1])
+    pairs = int(np.sum(observed[1:] & observed[:-1]) + np.sum(observed[:, 1:] & observed[:, :-1]))
+    if pairs == 0 or variance == 0:
+        return float("nan"), pairs
+    return float(products / pairs / variance), pairs
+
+
+def _convergence_warnings(posterior: KernelPosterior) -> list[str]:
+    if posterior.method == "map":
+        # Hyperparameters are point estimates: r_hat/ESS do not apply.
+        return []
+    more = (
+        "run longer (num_samples / --samples, num_warmup) or more chains"
+        if posterior.method in ("nuts", "exact")
+        else "draw more samples (num_samples / --samples)"
+    )
+    found = []
+    for name, values in posterior.convergence().items():
+        label = name.replace("_", " ").replace("sigma", "sd")
+        r_hat, ess = values["r_hat"], values["ess"]
+        # NaN means constant (held fixed) or too few draws to judge: nothing to say.
+        if np.isfinite(r_hat) and r_hat > RHAT_LIMIT:
+            found.append(
+                f"r_hat of the {label} is {r_hat:.3f} (> {RHAT_LIMIT}): the chains disagree; "
+                f"{more}, and do not trust the intervals until it is below {RHAT_LIMIT}."
+            )
+        if np.isfinite(ess) and ess < ESS_LIMIT:
+            found.append(
+                f"effective sample size of the {label} is {ess:.0f} (< {ESS_LIMIT}): "
+                f"interval ends are noisy; {more}."
+            )
+    if posterior.method == "nuts":
+        found += _kernel_entry_warnings(posterior)
+    return found
+
+
+def _kernel_entry_warnings(posterior: KernelPosterior) -> list[str]:
+    import arviz as az
+
+    if posterior.num_draws < 8:
+        return []
+    flat = posterior.kernel_draws.reshape(posterior.num_chains, posterior.num_draws, -1)
+    step = max(1, flat.shape[-1] // _MAX_ENTRIES_CHECKED)
+    subset = np.asarray(flat[..., ::step], dtype=float)
+    if posterior.num_chains == 1:
+        half = posterior.num_draws // 2
+        subset = subset[:, : 2 * half].reshape(2, half, -1)
+    dataset = az.convert_to_dataset({"kernel": subset})
+    r_hat = np.asarray(az.rhat(dataset)["kernel"])
+    ess = np.asarray(az.ess(dataset)["kernel"])
+    found = []
+    bad = np.isfinite(r_hat) & (r_hat > RHAT_LIMIT)
+    if bad.any():
+        found.append(
+            f"{bad.sum()} of {r_hat.size} checked kernel entries have r_hat > {RHAT_LIMIT} "
+            f"(worst {np.nanmax(r_hat):.3f}): NUTS has not mixed; run longer, or use "
+            "method='exact', which integrates the kernel out."
+        )
+    if np.isfinite(ess).any() and np.nanmin(ess) < ESS_LIMIT:
+        found.append(
+            f"smallest effective sample size over {ess.size} checked kernel entries is "
+            f"{np.nanmin(ess):.0f} (< {ESS_LIMIT}): run longer, or use method='exact'."
+        )
+    return found
+
+
+def _divergence_warnings(posterior: KernelPosterior) -> list[str]:
+    diverging = posterior.sample_stats.get("diverging")
+    if diverging is None:
+        return []
+    count = int(np.sum(diverging))
+    if count == 0:
+        return []
+    fraction = count / np.size(diverging)
+    return [
+        f"{count} divergent transition(s) ({fraction:.1%} of draws): the sampler met "
+        "curvature it could not follow and the draws may be biased; try more warmup "
+        "(num_warmup), method='exact' if you used 'nuts', or a different prior."
+    ]
+
+
+def _residual_warnings(posterior: KernelPosterior) -> list[str]:
+    residual = residuals(posterior)
+    if residual is None:
+        return []
+    values = residual[np.isfinite(residual)]
+    found = []
+    sigma = posterior.noise_sigma
+    if values.size > 1 and sigma > 0:
+        ratio = float(np.std(values)) / sigma
+        if ratio > _RESIDUAL_RATIO_HIGH:
+            found.append(
+                f"residual sd {np.std(values):.3g} is {ratio:.2f} times the noise sd estimate "
+                f"{sigma:.3g}: the fitted kernel does not explain B; check that A and B are "
+                "paired and aligned, the mode, a larger kernel_shape, and that the noise sd "
+                "is not held too small."
+            )
+        elif ratio < _RESIDUAL_RATIO_LOW:
+            found.append(
+                f"residual sd {np.std(values):.3g} is only {ratio:.2f} times the noise sd "
+                f"estimate {sigma:.3g}: the kernel fits the noise itself or the noise sd is "
+                "overestimated; try a smoother prior ('smooth', 'smooth2'), a smaller "
+                "kernel_shape, or fixing noise_sigma if you know it."
+            )
+    rho, pairs = lag1_autocorrelation(residual)
+    if pairs and np.isfinite(rho):
+        limit = max(_AUTOCORRELATION_SE / np.sqrt(pairs), _AUTOCORRELATION_FLOOR)
+        if rho > limit:
+            found.append(
+                f"residuals are spatially correlated (lag-1 autocorrelation {rho:.2f}, white "
+                f"noise over {pairs} pixel pairs stays below {limit:.2f}): structure is left "
+                "unexplained; try a larger kernel_shape, check the mode and the alignment of "
+                "A and B, or whether the noise is really white."
+            )
+    return found
+
+
+def diagnose(posterior: KernelPosterior) -> list[str]:
+    """Plain-English warnings about a posterior, each with what to try.
+
+    Parameters
+    ----------
+    posterior : KernelPosterior
+
+    Returns
+    -------
+    list of str
+        Empty when nothing looks wrong. Convergence checks are skipped for
+        ``method='map'`` (its hyperparameters are point estimates) and for
+        hyperparameters held fixed; residual checks need the data on the
+        posterior (``image``, ``observed``).
+
+    Examples
+    --------
+    >>> for line in diagnose(posterior):  # doctest: +SKIP
+    ...     print("warning:", line)
+    """
+    return (
+        _convergence_warnings(posterior)
+        + _divergence_warnings(posterior)
+        + _residual_warnings(posterior)
+    )

@@ -1,0 +1,296 @@
+"""Reading input arrays from files; saving and loading a posterior as NetCDF.
+
+Input formats, chosen by the file's extension:
+
+=====================  ==========================================================
+``.npy``               one NumPy array
+``.npz``               NumPy archive; ``key`` picks the array
+``.csv .txt .dat``     numbers in rows, separated by commas or whitespace
+``.tsv``
+``.tif .tiff``         single-page TIFF of any numeric type (``tifffile``)
+``.png``               greyscale PNG, 8 or 16 bit (``Pillow``); values as stored,
+                       e.g. 0..255, not rescaled
+=====================  ==========================================================
+
+Every failure raises :class:`InputError` (a ``ValueError``) whose one-line message
+names the file and says what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bayeskernel.posterior import KernelPosterior
+
+__all__ = ["FORMATS", "InputError", "load", "read_array", "save"]
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "numpy": (".npy",),
+    "numpy archive": (".npz",),
+    "text": (".csv", ".txt", ".dat", ".tsv"),
+    "tiff": (".tif", ".tiff"),
+    "png": (".png",),
+}
+_SUFFIXES = tuple(suffix for suffixes in FORMATS.values() for suffix in suffixes)
+
+
+class InputError(ValueError):
+    """A file that cannot be read as the array that was expected."""
+
+
+def _fail(path: Path, message: str) -> InputError:
+    return InputError(f"{path}: {message}")
+
+
+def _read_npz(path: Path, key: str | None, role: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as archive:
+        keys = list(archive.files)
+        if key is None:
+            if len(keys) == 1:
+                key = keys[0]
+            elif role is not None and role in keys:
+                # An archive holding both A and B: take the array named after the role.
+                key = role
+            else:
+                raise _fail(
+                    path,
+                    f"holds {len(keys)} arrays {keys}; choose one with --key (key= in Python)",
+                )
+        if key not in keys:
+            raise _fail(path, f"has no array named {key!r}; it holds {keys}")
+        return archive[key]
+
+
+def _read_text(path: Path) -> np.ndarray:
+    with open(path, encoding="utf-8-sig") as fh:
+        sample = fh.read(65536)
+    delimiter = "," if "," in sample else ("\t" if "\t" in sample else None)
+    try:
+        # ndmin=2: a single row or column still reads as a 2D array.
+        return np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=float, encoding="utf-8-sig")
+    except ValueError as error:
+        first = str(error).splitlines()[0] if str(error) else "unreadable text"
+        raise _fail(
+            path, f"is not a table of numbers separated by commas or whitespace ({first})"
+        ) from None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        return tifffile.imread(path)
+    except (tifffile.TiffFileError, ValueError) as error:
+        raise _fail(path, f"is not a readable TIFF image ({error})") from None
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            # Palette entries are indices into a colour table, not values.
+            array = np.asarray(image.convert("RGBA") if image.mode == "P" else image)
+    except (UnidentifiedImageError, OSError) as error:
+        raise _fail(path, f"is not a readable PNG image ({error})") from None
+    if array.ndim == 3:
+        # Greyscale saved as RGB(A) or with an opaque alpha is common, and is
+        # one array; real colour or transparency is not.
+        has_alpha = array.shape[-1] in (2, 4)
+        colour = array[..., :-1] if has_alpha else array
+        opaque = not has_alpha or np.all(array[..., -1] == np.iinfo(array.dtype).max)
+        if opaque and np.all(colour == colour[..., :1]):
+            return colour[..., 0]
+        raise _fail(
+            path,
+            f"is a colour or transparent image ({array.shape[-1]} channels); expected a "
+            "single-channel (greyscale) image",
+        )
+    return array
+
+
+def read_array(
+    path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    role: str | None = None,
+    allow_nan: bool = False,
+) -> np.ndarray:
+    """Read one 2D numeric array from a file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file in one of :data:`FORMATS` (chosen by extension).
+    key : str, optional
+        Array name inside a ``.npz`` archive. Default: the only array, or the
+        one named ``role`` when there are several.
+    role : str, optional
+        What the array is (``'A'``, ``'B'``): used to pick from a ``.npz`` and to
+        word messages.
+    allow_nan : bool
+        Accept NaN entries (unobserved pixels of ``B``). Infinities never pass.
+
+    Returns
+    -------
+    (M, N) float64 ndarray
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, unknown extension, not 2D, not numeric, or
+        non-finite values; the message names the file and what was expected.
+    """
+    path = Path(path)
+    what = f" ({role})" if role else ""
+    if not path.exists():
+        raise InputError(f"{path}: no such file{what}")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a file{what}")
+    suffix = path.suffix.lower()
+    if key is not None and suffix != ".npz":
+        raise _fail(path, f"key {key!r} was given, but only .npz archives hold named arrays")
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            array = _read_npz(path, key, role)
+        elif suffix in FORMATS["text"]:
+            array = _read_text(path)
+        elif suffix in FORMATS["tiff"]:
+            array = _read_tiff(path)
+        elif suffix in FORMATS["png"]:
+            array = _read_png(path)
+        else:
+            raise _fail(
+                path,
+                f"unknown file type {suffix or '(no extension)'!r}; expected one of "
+                + ", ".join(_SUFFIXES),
+            )
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError) as error:
+        # np.load on a corrupt file, pickled object arrays, unreadable bytes.
+        raise _fail(path, f"could not be read as {suffix} ({error})") from None
+
+    array = np.asarray(array)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
+    ):
+        raise _fail(path, f"holds {array.dtype} values; expected real numbers")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise _fail(path, f"holds complex values ({array.dtype}); expected real numbers")
+    if array.ndim != 2:
+        raise _fail(path, f"holds an array of shape {array.shape}; expected a 2D array{what}")
+    if array.size == 0:
+        raise _fail(path, f"holds an empty array of shape {array.shape}")
+    array = array.astype(np.float64)
+    if np.isinf(array).any():
+        raise _fail(path, f"contains {int(np.isinf(array).sum())} infinite value(s)")
+    if not allow_nan and np.isnan(array).any():
+        raise _fail(
+            path,
+            f"contains {int(np.isnan(array).sum())} NaN value(s); {role or 'the array'} "
+            "must be fully known",
+        )
+    return array
+
+
+# Attribute holding route-specific facts (run time, solver details) as JSON.
+_DIAGNOSTICS_ATTR = "bayeskernel_diagnostics"
+
+
+def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
+    """Write a posterior to NetCDF (ArviZ ``InferenceData.to_netcdf``).
+
+    Parameters
+    ----------
+    posterior : KernelPosterior
+    path : str or path-like
+        Usually ends in ``.nc``.
+
+    Returns
+    -------
+    Path
+        The file written; :func:`load` reads it back.
+    """
+    path = Path(path)
+    idata = posterior.to_inference_data()
+    plain = {
+        k: v
+        for k, v in posterior.diagnostics.items()
+        if isinstance(v, (int, float, str, bool)) or v is None
+    }
+    # The posterior group carries what load() needs to rebuild the object.
+    idata.posterior.attrs.update(
+        method=posterior.method,
+        prior=posterior.prior,
+        mode=posterior.mode,
+        inference_library="bayeskernel",
+        **{_DIAGNOSTICS_ATTR: json.dumps(plain)},
+    )
+    idata.to_netcdf(str(path))
+    return path
+
+
+def load(path: str | os.PathLike) -> KernelPosterior:
+    """Read a posterior written by :func:`save` (or ``bayeskernel fit``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A NetCDF file.
+
+    Returns
+    -------
+    KernelPosterior
+        Same draws, hence the same means and intervals; with the data ``A`` and
+        ``B`` when the file holds them.
+
+    Raises
+    ------
+    InputError
+        Missing file, or a file that is not a bayeskernel posterior.
+    """
+    import arviz as az
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected a posterior .nc written by fit)")
+    try:
+        # Eager: read everything and close the file (it may be overwritten later).
+        with az.rc_context({"data.load": "eager"}):
+            idata = az.from_netcdf(str(path))
+    except (OSError, ValueError) as error:
+        raise _fail(path, f"is not a readable NetCDF file ({error})") from None
+    posterior = getattr(idata, "posterior", None)
+    needed = ("kernel", "noise_sigma", "kernel_scale")
+    if posterior is None or any(name not in posterior for name in needed):
+        raise _fail(
+            path, "is not a bayeskernel posterior (needs variables " + ", ".join(needed) + ")"
+        )
+    attrs = dict(posterior.attrs)
+    sample_stats = getattr(idata, "sample_stats", None)
+    stats = (
+        {name: np.asarray(values) for name, values in sample_stats.data_vars.items()}
+        if sample_stats is not None
+        else {}
+    )
+    image = idata.constant_data["A"].values if "constant_data" in idata.groups() else None
+    observed = idata.observed_data["B"].values if "observed_data" in idata.groups() else None
+    return KernelPosterior(
+        kernel_draws=posterior["kernel"].values,
+        noise_sigma_draws=posterior["noise_sigma"].values,
+        kernel_scale_draws=posterior["kernel_scale"].values,
+        method=str(attrs.get("method", "unknown")),
+        prior=str(attrs.get("prior", "unknown")),
+        mode=str(attrs.get("mode", "same")),
+        diagnostics=json.loads(attrs.get(_DIAGNOSTICS_ATTR, "{}")),
+        sample_stats=stats,
+        image=image,
+        observed=observed,
+    )

@@ -1,0 +1,131 @@
+"""Radially symmetric kernels: a smooth profile on radius knots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayeskernel.priors.base import LinearGaussianPrior
+
+__all__ = ["RadialPrior"]
+
+
+def _radial_knots(radii: np.ndarray, exact_radius: float, growth: float) -> np.ndarray:
+    """Every distinct pixel distance below ``exact_radius``, then geometric knots.
+
+    Below ``exact_radius`` the profile has a knot at each pixel distance, so a
+    cusp (``1/r`` with a zero centre) is represented exactly; beyond it, knots
+    grow apart by the factor ``1 + growth``, as real profiles flatten out.
+    """
+    distinct = np.unique(np.round(radii, 9))
+    inner = distinct[distinct < exact_radius]
+    r_max = distinct.max()
+    if r_max < exact_radius:
+        return inner
+    count = int(np.ceil(np.log(r_max / exact_radius) / np.log1p(growth))) + 1
+    return np.concatenate([inner, exact_radius * (1 + growth) ** np.arange(count)])
+
+
+def _random_walk_precision(coordinates: np.ndarray, order: int) -> np.ndarray:
+    """Precision of a random walk of the given order on irregular coordinates."""
+    gaps = np.diff(coordinates)
+    steps = np.eye(coordinates.size)[1:] - np.eye(coordinates.size)[:-1]
+    if order == 1 or coordinates.size < 3:
+        diff = steps / np.sqrt(gaps)[:, None]
+    else:
+        # Changes of slope, each with variance proportional to the local spacing
+        # (an integrated Wiener process, discretised).
+        slopes = steps / gaps[:, None]
+        mid = 0.5 * (gaps[1:] + gaps[:-1])
+        diff = (slopes[1:] - slopes[:-1]) / np.sqrt(mid)[:, None]
+    return diff.T @ diff
+
+
+@dataclass(frozen=True, eq=False)
+class RadialPrior(LinearGaussianPrior):
+    """Radially symmetric kernel: ``K[i, j] = f(distance to the centre)``.
+
+    The profile ``f`` lives on knots (every distinct pixel distance below
+    ``exact_radius``, then knots ``1 + growth`` times apart) with linear
+    interpolation between them, and has a random-walk prior in ``log(1 + r)``
+    (``order=1``: first differences; ``order=2``: second differences). The
+    logarithmic coordinate lets the profile change fast near the centre and
+    slowly far out, as blur and potential kernels do: on the motivating ``1/r``
+    case it cuts the whole-kernel error from about 20% (walk in ``r``, regular
+    knots) to about 6%. With
+    ``free_centre=True`` the centre value is decoupled from the walk, so kernels
+    such as ``1/r`` with a zero centre are representable. The model stays
+    linear-Gaussian in the knot values, so the exact route applies.
+
+    Parameters
+    ----------
+    kernel_shape : (int, int)
+    centre : (float, float), optional
+        Symmetry centre in pixel coordinates; default the geometric centre
+        ``((P - 1) / 2, (Q - 1) / 2)``.
+    exact_radius : float
+    growth : float
+    order : {1, 2}
+    free_centre : bool
+    """
+
+    kernel_shape: tuple[int, int]
+    centre: tuple[float, float] | None = None
+    exact_radius: float = 8.0
+    growth: float = 0.05
+    order: int = 2
+    free_centre: bool = True
+    name: str = "radial"
+
+    def __post_init__(self):
+        if self.order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {self.order!r}")
+        if not self.growth > 0:
+            raise ValueError(f"growth must be positive, got {self.growth!r}")
+        h, w = self.kernel_shape
+        centre = self.centre if self.centre is not None else ((h - 1) / 2, (w - 1) / 2)
+        rows, cols = np.meshgrid(np.arange(h) - centre[0], np.arange(w) - centre[1], indexing="ij")
+        radii = np.hypot(rows, cols).ravel()
+        knots = _radial_knots(radii, self.exact_radius, self.growth)
+        upper = np.clip(np.searchsorted(knots, radii - 1e-9), 1, knots.size - 1)
+        lower = upper - 1
+        weight_upper = np.clip((radii - knots[lower]) / (knots[upper] - knots[lower]), 0, 1)
+        if knots.size == 1:
+            lower = upper = np.zeros_like(radii, dtype=int)
+            weight_upper = np.zeros_like(radii)
+        precision = _random_walk_precision(np.log1p(knots), self.order)
+        if self.free_centre and knots[0] < 1e-9 and knots.size > 2:
+            precision[0, :] = precision[:, 0] = 0.0  # centre value off the walk
+        # Proper prior: a ridge the size of the smallest non-zero eigenvalue.
+        eigenvalues = np.linalg.eigvalsh(precision)
+        positive = eigenvalues[eigenvalues > 1e-12 * max(eigenvalues.max(), 1e-300)]
+        delta = positive.min() if positive.size else 1.0
+        covariance = np.linalg.inv(precision + delta * np.eye(knots.size))
+        # Normalise to an average kernel-entry variance of one.
+        interp = np.zeros((radii.size, knots.size))
+        interp[np.arange(radii.size), lower] += 1 - weight_upper
+        interp[np.arange(radii.size), upper] += weight_upper
+        entry_variance = np.einsum("ik,kl,il->i", interp, covariance, interp).mean()
+        factor = np.linalg.cholesky(covariance / entry_variance)
+        object.__setattr__(self, "knots", knots)
+        object.__setattr__(self, "_lower", lower)
+        object.__setattr__(self, "_upper", upper)
+        object.__setattr__(self, "_weight_upper", weight_upper)
+        object.__setattr__(self, "_factor", factor)
+
+    @property
+    def num_latent(self) -> int:
+        return int(self.knots.size)
+
+    def profile(self, latent: jax.Array) -> jax.Array:
+        """Knot values of the profile for whitened latents ``(..., num_latent)``."""
+        return latent @ jnp.asarray(self._factor, latent.dtype).T
+
+    def to_kernel(self, latent: jax.Array) -> jax.Array:
+        values = self.profile(latent)
+        weight = jnp.asarray(self._weight_upper, latent.dtype)
+        flat = values[..., self._lower] * (1 - weight) + values[..., self._upper] * weight
+        return flat.reshape(latent.shape[:-1] + tuple(self.kernel_shape))

@@ -1,0 +1,286 @@
+"""The exact route on the motivating case (issue 3).
+
+The case: ``bayeskernel.datasets.motivating_example()`` (100x100 Bernoulli(0.2)
+image, 199x199 ``1/r`` kernel with centre 0, noise sd 1.0, mode 'same'). It is
+fitted with ``method='map'`` and with ``method='exact'`` (200 warmup + 200
+draws, 1 and 2 chains), each configuration in its own subprocess so that the
+peak resident memory (``ru_maxrss``) of each is separate.
+
+Reported per configuration: wall time of ``fit`` and the library's breakdown
+(``seconds_decomposition``, ``seconds_hyperparameters``,
+``seconds_kernel_draws``), peak memory, noise sd estimate and its bulk ESS,
+relative error of the posterior mean (whole kernel, central 99x99), coverage
+of the 95% equal-tailed intervals (whole, central, and near the cusp: entries
+with radius < 6 from the centre), and kernel-entry ESS.
+
+It also times the dense eigendecomposition that dominates
+(``scipy.linalg.eigh(M, driver='evd')`` on a random SPD matrix, n = 4000) with
+``OPENBLAS_NUM_THREADS`` = 1 and 2, each in a subprocess with the variable set
+before NumPy is imported.
+
+Targets (issue 3): full posterior of the motivating case in under 60 s (aim
+10 s); noise sd within 10% of 1.0 with ESS >= 100 per 200 draws.
+
+Usage: ``python benchmarks/bench_exact.py [--quick] [--markdown FILE]``
+(``--quick`` uses ``bayeskernel.motivating_case(40)``: 40x40 image, 79x79
+kernel, and n = 1500 for the eigh timing). A full run takes 10-15 minutes on
+two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CUSP_RADIUS = 6
+
+
+def child_fit(config: dict) -> dict:
+    """One configuration, in this (fresh) process."""
+    import resource
+    import time
+
+    import numpy as np
+    from _common import kernel_ess_summary, noise_ess
+
+    import bayeskernel as bk
+
+    if config["quick"]:
+        case = bk.motivating_case(40)
+    else:
+        from bayeskernel.datasets import motivating_example
+
+        case = motivating_example()
+    kshape = case.kernel.shape
+    central = (kshape[0] + 1) // 2 - (1 if ((kshape[0] + 1) // 2) % 2 == 0 else 0)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kwargs = dict(num_samples=200, seed=0, progress_bar=False)
+    if config["method"] == "exact":
+        kwargs.update(num_warmup=200, num_chains=config["num_chains"])
+    start = time.perf_counter()
+    post = bk.fit(case.A, case.B, kshape, method=config["method"], **kwargs)
+    seconds = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+
+    truth = case.kernel
+    region = bk.central_window(kshape, (central, central))
+    rows, cols = np.indices(kshape)
+    radius = np.hypot(rows - (kshape[0] - 1) / 2, cols - (kshape[1] - 1) / 2)
+    lower, upper = post.interval(0.95)
+    inside = (lower <= truth) & (truth <= upper)
+    ess_noise = noise_ess(post.noise_sigma_draws) if config["method"] == "exact" else None
+    ess_min, ess_median = kernel_ess_summary(post.kernel_draws)
+    noise_lo, noise_hi = post.noise_sigma_interval(0.95)
+    diag = post.diagnostics
+    return dict(
+        config,
+        kernel=f"{kshape[0]}x{kshape[1]}",
+        image=f"{case.A.shape[0]}x{case.A.shape[1]}",
+        central=f"{central}x{central}",
+        seconds=seconds,
+        seconds_decomposition=diag.get("seconds_decomposition"),
+        seconds_hyperparameters=diag.get("seconds_hyperparameters"),
+        seconds_kernel_draws=diag.get("seconds_kernel_draws"),
+        space=diag.get("space"),
+        dense_size=diag.get("dense_size"),
+        base_rss_mb=base_rss / 1024,
+        peak_rss_mb=peak_rss / 1024,
+        noise=post.noise_sigma,
+        noise_lo=noise_lo,
+        noise_hi=noise_hi,
+        noise_true=case.noise_sigma,
+        ess_noise=ess_noise,
+        draws=post.num_chains * post.num_draws,
+        divergences=int(np.sum(post.sample_stats.get("diverging", 0))),
+        err=bk.relative_error(post.kernel_mean, truth),
+        err_central=bk.relative_error(post.kernel_mean, truth, region),
+        cov=float(inside.mean()),
+        cov_central=float(inside[region].mean()),
+        cov_cusp=float(inside[radius < CUSP_RADIUS].mean()),
+        n_cusp=int((radius < CUSP_RADIUS).sum()),
+        centre_covered=bool(inside[(kshape[0] - 1) // 2, (kshape[1] - 1) // 2]),
+        ess_min=ess_min,
+        ess_median=ess_median,
+        loadavg_end=os.getloadavg()[0],
+    )
+
+
+def child_eigh(n: int, repeats: int) -> dict:
+    """Time ``eigh(driver='evd')`` on a random SPD matrix (threads set by the parent)."""
+    import time
+
+    import numpy as np
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, n))
+    m = x @ x.T / n + np.eye(n)
+    times = []
+    for _ in range(repeats):
+        a = m.copy()
+        start = time.perf_counter()
+        scipy.linalg.eigh(a, driver="evd", overwrite_a=True)
+        times.append(time.perf_counter() - start)
+    return dict(
+        n=n,
+        threads=os.environ.get("OPENBLAS_NUM_THREADS", "(unset)"),
+        times=times,
+        loadavg_end=os.getloadavg()[0],
+    )
+
+
+def spawn(args: list[str], env: dict | None = None) -> dict:
+    """Run this script as a child and return the JSON it prints last."""
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"child {args} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="motivating_case(40), n=1500")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
+    parser.add_argument("--skip-eigh", action="store_true", help="skip the OpenBLAS threads part")
+    parser.add_argument("--skip-fits", action="store_true", help="only the OpenBLAS threads part")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--eigh", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=2, help="eigh repeats per setting")
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print("RESULT " + json.dumps(child_fit(json.loads(args.child))), flush=True)
+        return
+    if args.eigh:
+        print("RESULT " + json.dumps(child_eigh(args.eigh, args.repeats)), flush=True)
+        return
+
+    import numpy  # noqa: F401  (versions for machine_info)
+    import scipy  # noqa: F401
+    from _common import Report, machine_info
+
+    info = machine_info()
+    command = "python benchmarks/bench_exact.py" + (" --quick" if args.quick else "")
+    title = "bench_exact: exact and MAP routes on the motivating case (issue 3)"
+    report = Report(title, command, info)
+    report.header()
+
+    if not args.skip_fits:
+        configs = [
+            dict(method="map", num_chains=1),
+            dict(method="exact", num_chains=1),
+            dict(method="exact", num_chains=2),
+        ]
+        results = []
+        for config in configs:
+            config = dict(config, quick=args.quick)
+            print(f"  running {config} ...", file=sys.stderr, flush=True)
+            results.append(spawn(["--child", json.dumps(config)]))
+            r = results[-1]
+            print(f"  {r['seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+        r0 = results[0]
+        report.note(
+            f"Case: {r0['image']} image, {r0['kernel']} kernel, noise sd {r0['noise_true']}, "
+            f"mode 'same'; dense eigenproblem in {r0['space']} space, size {r0['dense_size']}. "
+            "200 draws per chain; exact: 200 warmup."
+        )
+        label = [
+            f"{r['method']}" + (f" x{r['num_chains']} chain(s)" if r["method"] == "exact" else "")
+            for r in results
+        ]
+        report.table(
+            "Time and memory (seconds: wall time of fit; breakdown from posterior.diagnostics)",
+            [
+                "config",
+                "seconds",
+                "decomposition",
+                "hyperparameters",
+                "kernel draws",
+                "peak RSS (MB)",
+                "RSS before fit (MB)",
+                "load at end",
+            ],
+            [
+                [
+                    lab,
+                    r["seconds"],
+                    r["seconds_decomposition"],
+                    r["seconds_hyperparameters"],
+                    r["seconds_kernel_draws"],
+                    r["peak_rss_mb"],
+                    r["base_rss_mb"],
+                    r["loadavg_end"],
+                ]
+                for lab, r in zip(label, results)
+            ],
+        )
+        report.table(
+            "Noise sd (true 1.0) and kernel accuracy (95% equal-tailed intervals)",
+            [
+                "config",
+                "noise sd",
+                "95% CI",
+                "ESS noise sd",
+                "draws",
+                "rel err",
+                f"rel err central {r0['central']}",
+                "coverage",
+                "coverage central",
+                f"coverage r<{CUSP_RADIUS} ({r0['n_cusp']} entries)",
+                "centre (K=0) covered",
+                "ESS kernel min",
+                "ESS kernel median",
+                "ESS/s kernel median",
+            ],
+            [
+                [
+                    lab,
+                    r["noise"],
+                    f"{r['noise_lo']:.4f} .. {r['noise_hi']:.4f}",
+                    r["ess_noise"],
+                    r["draws"],
+                    r["err"],
+                    r["err_central"],
+                    r["cov"],
+                    r["cov_central"],
+                    r["cov_cusp"],
+                    r["centre_covered"],
+                    r["ess_min"],
+                    r["ess_median"],
+                    r["ess_median"] / r["seconds"],
+                ]
+                for lab, r in zip(label, results)
+            ],
+        )
+
+    if not args.skip_eigh:
+        n = 1500 if args.quick else 4000
+        rows = []
+        for threads in ("1", "2"):
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=threads)
+            print(f"  eigh n={n}, OPENBLAS_NUM_THREADS={threads} ...", file=sys.stderr, flush=True)
+            r = spawn(["--eigh", str(n), "--repeats", str(args.repeats)], env=env)
+            rows.append([r["threads"], n, min(r["times"]), max(r["times"]), r["loadavg_end"]])
+        rows.append(["speed-up 1 -> 2", n, rows[0][2] / rows[1][2], None, None])
+        report.table(
+            "scipy.linalg.eigh(M, driver='evd'), random SPD M (seconds; subprocess per setting, "
+            f"{args.repeats} repeats)",
+            ["OPENBLAS_NUM_THREADS", "n", "best s", "worst s", "load at end"],
+            rows,
+        )
+    report.write(args.markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The ``bayeskernel`` command end to end, through a subprocess, on small files."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import bayeskernel as bk
+from bayeskernel import plots
+
+KERNEL = ("--kernel-shape", "5", "5")
+QUICK = ("--method", "map", "--samples", "20", "--quiet")
+
+
+_jax_cache = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def jax_cache(tmp_path_factory):
+    # Each subprocess compiles the same small programs: share them (saves 1-3 s a run).
+    _jax_cache["dir"] = str(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    _jax_cache.clear()
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"}
+    if "dir" in _jax_cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = _jax_cache["dir"]
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return subprocess.run(
+        [sys.executable, "-m", "bayeskernel.cli", *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )  # fmt: skip
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    result = run(
+        "simulate", "--out", folder, "--image-shape", 24, 24, *KERNEL, "--noise-sigma", 0.05,
+        "--seed", 2,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "next: bayeskernel fit" in result.stdout
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """A full fit from .npy files, with figures."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run(
+        "fit", data / "A.npy", data / "B.npy", *KERNEL, "--method", "map", "--samples", 30,
+        "--true-kernel", data / "kernel.npy", "--out", out,
+    )  # fmt: skip
+    assert_ok(result)
+    return out, result
+
+
+def test_simulate_writes_a_consistent_case(data):
+    A, B, kernel = (np.load(data / f"{name}.npy") for name in ("A", "B", "kernel"))
+    case = json.loads((data / "case.json").read_text())
+    assert A.shape == B.shape == (24, 24) and kernel.shape == (5, 5)
+    assert case["noise_sigma"] == 0.05 and case["mode"] == "same"
+    expected = bk.simulate((24, 24), "gaussian", (5, 5), noise_sigma=0.05, seed=2)
+    np.testing.assert_array_equal(B, expected.B)
+
+
+def test_fit_writes_every_result(reference):
+    out, result = reference
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "posterior.nc", "kernel_mean.npy", "kernel_sd.npy", "kernel_lower.npy",
+        "kernel_upper.npy", "summary.json", "plots",
+    } <= names  # fmt: skip
+    figures = sorted(p.name for p in (out / "plots").iterdir())
+    assert figures == sorted(f"{name}.png" for name in plots.REPORT_FIGURES)
+    assert all((out / "plots" / name).stat().st_size > 5000 for name in figures)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kernel_shape"] == [5, 5] and summary["method"] == "map"
+    assert summary["inputs"]["A_shape"] == [24, 24]
+    assert isinstance(summary["warnings"], list)
+    assert summary["convergence"]["noise_sigma"]["r_hat"] is None  # NaN written as null
+    assert "KernelPosterior: 5x5 kernel" in result.stdout
+    assert "fitting a 5x5 kernel" in result.stderr  # progress on stderr
+
+
+def test_fitted_netcdf_loads_back_to_the_same_means_and_intervals(reference):
+    out, _ = reference
+    posterior = bk.load(out / "posterior.nc")
+    np.testing.assert_array_equal(posterior.kernel_mean, np.load(out / "kernel_mean.npy"))
+    lower, upper = posterior.interval(0.95)
+    np.testing.assert_array_equal(lower, np.load(out / "kernel_lower.npy"))
+    np.testing.assert_array_equal(upper, np.load(out / "kernel_upper.npy"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert posterior.noise_sigma == summary["noise_sigma"]["mean"]
+
+
+def _write_formats(data, folder, a_format, b_format):
+    A, B = np.load(data / "A.npy"), np.load(data / "B.npy")
+    paths = []
+    for name, array, fmt in (("A", A, a_format), ("B", B, b_format)):
+        path = folder / f"{name}.{fmt}"
+        if fmt == "png":
+            Image.fromarray(array.astype(np.uint8)).save(path)  # A is 0/1
+        elif fmt == "tif":
+            tifffile.imwrite(path, array)
+        elif fmt == "csv":
+            np.savetxt(path, array, delimiter=",", fmt="%.17g")
+        elif fmt == "txt":
+            np.savetxt(path, array, fmt="%.17g")
+        elif fmt == "npz":
+            path = folder / "case.npz"
+            np.savez(path, A=A, B=B)  # one archive; each side picks its own array
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("a_format,b_format", [("png", "tif"), ("txt", "csv"), ("npz", "npz")])
+def test_fit_reads_every_format(data, reference, a_format, b_format, tmp_path):
+    a_path, b_path = _write_formats(data, tmp_path, a_format, b_format)
+    out = tmp_path / "out"
+    # One run also writes the PDF report; the others skip figures to stay quick.
+    figures = "pdf" if a_format == "npz" else "none"
+    result = run("fit", a_path, b_path, *KERNEL, "--samples", 30, "--method", "map",
+                 "--plots", figures, "--quiet", "--out", out)  # fmt: skip
+    assert_ok(result)
+    # Same numbers in, same seed: the same posterior as from the .npy files.
+    np.testing.assert_allclose(
+        np.load(out / "kernel_mean.npy"), np.load(reference[0] / "kernel_mean.npy"), rtol=1e-9
+    )
+    assert not (out / "plots").exists()
+    if figures == "pdf":
+        assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_demo_runs_small(tmp_path):
+    result = run("demo", "--size", 6, "--samples", 20, "--quiet", "--out", tmp_path)
+    assert_ok(result)
+    report = json.loads((tmp_path / "summary.json").read_text())["demo"]
+    assert 0 <= report["coverage_whole"] <= 1 and report["true_noise_sigma"] == 1.0
+    assert '"relative_error_central"' in result.stdout
+    assert (tmp_path / "plots" / "kernel.png").exists()
+
+
+def test_help_explains_a_b_modes_and_methods():
+    result = run("fit", "--help")
+    assert_ok(result)
+    for phrase in ("known input image A", "observed output B", "same", "valid", "exact", "map"):
+        assert phrase in result.stdout
+    assert "simulate" in run("--help").stdout
+
+
+@pytest.fixture(scope="module")
+def bad(data, tmp_path_factory):
+    """Broken inputs beside the good ones (finer cases: tests/test_io.py, in-process)."""
+    folder = tmp_path_factory.mktemp("bad")
+    A = np.load(data / "A.npy")
+    nan_a = A.copy()
+    nan_a[0, 0] = np.nan
+    np.save(folder / "A_nan.npy", nan_a)
+    np.save(folder / "B_short.npy", np.zeros((20, 24)))
+    np.savez(folder / "two.npz", X=A, Y=A)
+    colour = np.zeros((24, 24, 3), dtype=np.uint8)
+    colour[..., 2] = 255
+    Image.fromarray(colour).save(folder / "colour.png")
+    (folder / "words.csv").write_text("a,b\nc,d\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["missing.npy", "{d}/B.npy", *KERNEL], r"^bayeskernel: error: missing.npy: no such file"),
+        (["{d}/A.npy", "{b}/B_short.npy", *KERNEL],
+         r"B_short.npy: B has shape \(20, 24\), but A \(24, 24\)"),
+        (["{b}/A_nan.npy", "{d}/B.npy", *KERNEL], r"A_nan.npy: contains 1 NaN value\(s\)"),
+        (["{b}/two.npz", "{d}/B.npy", *KERNEL], r"two.npz: holds 2 arrays \['X', 'Y'\]"),
+        (["{b}/colour.png", "{d}/B.npy", *KERNEL], "colour.png: is a colour image"),
+        (["{b}/words.csv", "{d}/B.npy", *KERNEL], "words.csv: is not a table of numbers"),
+        (["{d}/A.npy", "{d}/B.npy", "--kernel-shape", "30", "3", "--mode", "valid"],
+         "--kernel-shape 30 3 is impossible with --mode valid"),
+        (["{d}/A.npy", "{d}/B.npy", *KERNEL, "--prior", "wobbly"], "prior must be one of"),
+        (["{d}/A.npy", "{d}/B.npy", "--kernel-shape", "0", "5"],
+         "argument --kernel-shape: expected a positive integer, got '0'"),
+    ],
+)  # fmt: skip
+def test_user_errors_give_one_line_and_exit_code_2(data, bad, args, message, tmp_path):
+    args = [a.format(d=data, b=bad) for a in args]
+    result = run("fit", *args, *QUICK, "--out", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bayeskernel") and ": error: " in last
+    assert re.search(message, last), last
+
+
+def test_simulate_refuses_impossible_shapes(tmp_path):
+    result = run("simulate", "--out", tmp_path, "--mode", "valid", "--image-shape", 5, 20)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "impossible for mode='valid'" in result.stderr

@@ -1,0 +1,62 @@
+"""Masks and several image pairs against the dense closed-form posterior."""
+
+import numpy as np
+import pytest
+from mc import assert_moments_match
+from reference import convolution_matrix, gaussian_posterior, smooth_prior_covariance
+
+import bayeskernel as bk
+
+SIGMA, SCALE, NUM = 0.05, 0.03, 3000
+
+
+def _fixed_fit(A, B, kernel_shape, **kwargs):
+    return bk.fit(A, B, kernel_shape, method="exact", noise_sigma=SIGMA, kernel_scale=SCALE,
+                  num_samples=NUM, seed=2, progress_bar=False, draws_dtype=np.float64, **kwargs)
+
+
+@pytest.mark.parametrize("kernel_shape", [(5, 5), (15, 15)])  # kernel-space and data-space
+def test_masked_pixels_leave_the_likelihood(kernel_shape, rng):
+    case = bk.simulate((12, 12), "gaussian", kernel_shape, noise_sigma=SIGMA, seed=3)
+    mask = rng.random(case.B.shape) > 0.3
+    H = convolution_matrix(case.A, kernel_shape, "same")[mask.ravel()]
+    cov_prior = SCALE**2 * smooth_prior_covariance(kernel_shape, 1)
+    mean, cov = gaussian_posterior(H, case.B[mask], cov_prior, SIGMA)
+    post = _fixed_fit(case.A, case.B, kernel_shape, mask=mask)
+    assert_moments_match(post.kernel_draws, mean, np.sqrt(np.diag(cov)), ess=NUM)
+    # NaN in B means the same as a False in the mask: identical draws.
+    with_nan = _fixed_fit(case.A, np.where(mask, case.B, np.nan), kernel_shape)
+    np.testing.assert_allclose(with_nan.kernel_draws, post.kernel_draws, rtol=1e-9, atol=1e-12)
+    assert np.isnan(with_nan.observed[~mask]).all()
+
+
+def test_several_pairs_equal_the_joint_posterior():
+    kernel = bk.make_kernel("gaussian", (7, 7))
+    cases = [bk.simulate(shape, kernel, noise_sigma=SIGMA, seed=s)
+             for s, shape in enumerate([(14, 14), (10, 18)])]
+    H = np.vstack([convolution_matrix(c.A, (7, 7), "same") for c in cases])
+    y = np.concatenate([c.B.ravel() for c in cases])
+    mean, cov = gaussian_posterior(H, y, SCALE**2 * smooth_prior_covariance((7, 7), 1), SIGMA)
+    post = _fixed_fit([c.A for c in cases], [c.B for c in cases], (7, 7))
+    assert_moments_match(post.kernel_draws, mean, np.sqrt(np.diag(cov)), ess=NUM)
+    assert len(post.observed) == 2
+
+
+def test_several_pairs_with_learned_noise_and_nuts():
+    kernel = bk.make_kernel("gaussian", (5, 5))
+    cases = [bk.simulate((16, 16), kernel, noise_sigma=SIGMA, seed=s) for s in (4, 5)]
+    exact = bk.fit([c.A for c in cases], [c.B for c in cases], (5, 5), num_warmup=200,
+                   num_samples=300, progress_bar=False)
+    nuts = bk.fit([c.A for c in cases], [c.B for c in cases], (5, 5), method="nuts",
+                  num_warmup=200, num_samples=200, num_chains=1, progress_bar=False)
+    for post in (exact, nuts):
+        assert abs(post.noise_sigma - SIGMA) < 0.15 * SIGMA
+        assert bk.relative_error(post.kernel_mean, kernel) < 0.2
+
+
+def test_pair_errors_name_the_pair(rng):
+    A = rng.binomial(1, 0.3, (8, 8)).astype(float)
+    with pytest.raises(ValueError, match=r"pair 1: B\[1\] has shape"):
+        bk.fit([A, A], [rng.normal(size=(8, 8)), np.zeros((7, 8))], (3, 3), method="map")
+    with pytest.raises(ValueError, match="B must be a list of the same length"):
+        bk.fit([A, A], np.zeros((8, 8)), (3, 3))
