@@ -7,6 +7,7 @@ from bayeskernel.io import load
 from bayeskernel.metrics import central_window, coverage, relative_error
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import (
+    ConstrainedPrior,
     IIDPrior,
     KernelPrior,
     LinearGaussianPrior,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "ConstrainedPrior",
     "ConvolutionOperator",
     "IIDPrior",
     "KernelPosterior",

@@ -40,14 +40,26 @@ def pointwise_log_likelihood(posterior: KernelPosterior, max_draws: int = 200) -
     step = max(1, int(np.ceil(posterior.num_draws / max_draws)))
     kernels = posterior.kernel_draws[:, ::step]
     sigmas = posterior.noise_sigma_draws[:, ::step]
-    observed = np.asarray(posterior.observed, dtype=np.float64)
-    seen = np.isfinite(observed).ravel()
     chains, draws = kernels.shape[:2]
     flat_kernels = kernels.reshape((chains * draws,) + posterior.kernel_shape)
     flat_sigmas = sigmas.reshape(-1)
-    out = np.empty((chains * draws, int(seen.sum())))
+    images, observeds = posterior.image, posterior.observed
+    if not isinstance(images, list):
+        images, observeds = [images], [observeds]
+    parts = [
+        _pair_log_likelihood(a, b, posterior, flat_kernels, flat_sigmas)
+        for a, b in zip(images, observeds, strict=True)
+    ]
+    return np.concatenate(parts, axis=1).reshape(chains, draws, -1)
+
+
+def _pair_log_likelihood(image, observed, posterior, kernels, sigmas) -> np.ndarray:
+    """``(draws, observed pixels)`` log-likelihood terms of one image pair."""
+    observed = np.asarray(observed, dtype=np.float64)
+    seen = np.isfinite(observed).ravel()
+    out = np.empty((kernels.shape[0], int(seen.sum())))
     with jax.enable_x64(True):
-        operator = make_operator(posterior.image, posterior.kernel_shape, posterior.mode)
+        operator = make_operator(image, posterior.kernel_shape, posterior.mode)
         data = jnp.asarray(np.nan_to_num(observed).ravel()[seen])
         index = jnp.asarray(np.flatnonzero(seen))
 
@@ -57,16 +69,16 @@ def pointwise_log_likelihood(posterior: KernelPosterior, max_draws: int = 200) -
             z = (data - predicted) / s[:, None]
             return -0.5 * z**2 - jnp.log(s)[:, None] - 0.5 * jnp.log(2 * jnp.pi)
 
-        for start in range(0, chains * draws, _BATCH):
-            stop = min(chains * draws, start + _BATCH)
+        for start in range(0, kernels.shape[0], _BATCH):
+            stop = min(kernels.shape[0], start + _BATCH)
             out[start:stop] = np.asarray(
                 block(
                     operator,
-                    jnp.asarray(flat_kernels[start:stop], dtype=jnp.float64),
-                    jnp.asarray(flat_sigmas[start:stop], dtype=jnp.float64),
+                    jnp.asarray(kernels[start:stop], dtype=jnp.float64),
+                    jnp.asarray(sigmas[start:stop], dtype=jnp.float64),
                 )
             )
-    return out.reshape(chains, draws, -1)
+    return out
 
 
 def compare(posteriors: Mapping[str, KernelPosterior], *, max_draws: int = 200):
@@ -97,7 +109,10 @@ def compare(posteriors: Mapping[str, KernelPosterior], *, max_draws: int = 200):
     reference = None
     idatas = {}
     for name, posterior in posteriors.items():
-        observed = np.asarray(posterior.observed)
+        observed = posterior.observed
+        if isinstance(observed, list):
+            observed = np.concatenate([np.ravel(b) for b in observed])
+        observed = np.asarray(observed)
         if reference is None:
             reference = observed
         elif (

@@ -56,14 +56,18 @@ def residuals(posterior: KernelPosterior) -> np.ndarray | None:
     -------
     (H, W) ndarray or None
         NaN where ``B`` is unobserved; ``None`` when the posterior has no data.
+        With several image pairs, the first pair's residual.
     """
     if posterior.image is None or posterior.observed is None:
         return None
+    image, observed = posterior.image, posterior.observed
+    if isinstance(image, list):  # several pairs: the first pair's map
+        image, observed = image[0], observed[0]
     # scipy.signal.convolve picks direct or FFT by cost; same result as convolve2d.
     predicted = scipy.signal.convolve(
-        np.asarray(posterior.image, dtype=float), posterior.kernel_mean, mode=posterior.mode
+        np.asarray(image, dtype=float), posterior.kernel_mean, mode=posterior.mode
     )
-    return np.asarray(posterior.observed, dtype=float) - predicted
+    return np.asarray(observed, dtype=float) - predicted
 
 
 def lag1_autocorrelation(residual: np.ndarray) -> tuple[float, int]:

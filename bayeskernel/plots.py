@@ -273,8 +273,11 @@ def plot_predictive_check(
     if num_draws < 1:
         raise ValueError(f"num_draws must be a positive integer, got {num_draws!r}")
     rng = np.random.default_rng(seed)
-    image = np.asarray(posterior.image, dtype=float)
-    observed = np.asarray(posterior.observed, dtype=float)
+    image, observed = posterior.image, posterior.observed
+    if isinstance(image, list):  # several pairs: check the first
+        image, observed = image[0], observed[0]
+    image = np.asarray(image, dtype=float)
+    observed = np.asarray(observed, dtype=float)
     seen = np.isfinite(observed)
     kernels = posterior.kernel_draws.reshape((-1,) + posterior.kernel_shape)
     sigmas = np.asarray(posterior.noise_sigma_draws).reshape(-1)

@@ -215,7 +215,10 @@ class KernelPosterior:
             **self.parameter_draws,
         }
         kwargs: dict[str, Any] = {}
-        if self.observed is not None:
+        if isinstance(self.observed, list):  # several pairs: B_0, B_1, ... and A_0, ...
+            kwargs["observed_data"] = {f"B_{i}": np.asarray(b) for i, b in enumerate(self.observed)}
+            kwargs["constant_data"] = {f"A_{i}": np.asarray(a) for i, a in enumerate(self.image)}
+        elif self.observed is not None:
             kwargs["observed_data"] = {"B": np.asarray(self.observed)}
             kwargs["constant_data"] = {"A": np.asarray(self.image)}
         return az.from_dict(

@@ -70,15 +70,18 @@ def value_and_grad(op, kernel, observed):
     return jax.value_and_grad(lambda k: 0.5 * jnp.sum((op(k) - observed) ** 2))(kernel)
 
 
-def crossover_table(report: Report, sizes, repeats: int, batch: int) -> None:
+def crossover_table(
+    report: Report, sizes, repeats: int, batch: int, image_size: int = 64, caption: str = ""
+) -> None:
     rng = np.random.default_rng(0)
-    image = rng.binomial(1, 0.2, (64, 64)).astype(float)
+    m = image_size
+    image = rng.binomial(1, 0.2, (m, m)).astype(float)
     rows = []
     for k in sizes:
         shape = (k, k)
         kernels = jnp.asarray(rng.normal(size=(batch, k, k)))
         one = kernels[0]
-        observed = jnp.asarray(rng.normal(size=(64, 64)))
+        observed = jnp.asarray(rng.normal(size=(m, m)))
         ops = {r: make_operator(image, shape, "same", route=r) for r in ("direct", "fft")}
         auto = make_operator(image, shape, "same").route
         diff = float(jnp.max(jnp.abs(apply(ops["direct"], kernels) - apply(ops["fft"], kernels))))
@@ -89,7 +92,7 @@ def crossover_table(report: Report, sizes, repeats: int, batch: int) -> None:
         rows.append(
             [
                 f"{k}x{k}",
-                64 * 64 * k * k,
+                m * m * k * k,
                 auto,
                 t["direct", "grad"] * 1e6,
                 t["fft", "grad"] * 1e6,
@@ -102,8 +105,8 @@ def crossover_table(report: Report, sizes, repeats: int, batch: int) -> None:
         )
         print(f"  done {k}x{k}", file=sys.stderr, flush=True)
     report.table(
-        f"Direct vs FFT route, 64x64 image, mode='same' (route 'auto' picks direct when "
-        f"pixels*entries <= _DIRECT_COST_LIMIT = {forward._DIRECT_COST_LIMIT:,})",
+        f"Direct vs FFT route, {m}x{m} image, mode='same' (route 'auto' picks direct when "
+        f"pixels*entries <= _DIRECT_COST_LIMIT = {forward._DIRECT_COST_LIMIT:,}){caption}",
         [
             "kernel",
             "pixels*entries",
@@ -204,6 +207,9 @@ def main(argv=None) -> None:
         repeats, batches, size = 7, (1, 16, 128), 100
     with jax.enable_x64(True):
         crossover_table(report, sizes, repeats, batch=128)
+        crossover_table(
+            report, (9,), repeats, batch=128, image_size=48, caption=" - bench_methods' small case"
+        )
         padding_table(report, size, batches, repeats)
     report.note(
         "Times: best of several repeats after JIT compilation, float64, CPU. "

@@ -188,7 +188,7 @@ def bad(data, tmp_path_factory):
          r"B_short.npy: B has shape \(20, 24\), but A \(24, 24\)"),
         (["{b}/A_nan.npy", "{d}/B.npy", *KERNEL], r"A_nan.npy: contains 1 NaN value\(s\)"),
         (["{b}/two.npz", "{d}/B.npy", *KERNEL], r"two.npz: holds 2 arrays \['X', 'Y'\]"),
-        (["{b}/colour.png", "{d}/B.npy", *KERNEL], "colour.png: is a colour image"),
+        (["{b}/colour.png", "{d}/B.npy", *KERNEL], "colour.png: is a colour or transparent image"),
         (["{b}/words.csv", "{d}/B.npy", *KERNEL], "words.csv: is not a table of numbers"),
         (["{d}/A.npy", "{d}/B.npy", "--kernel-shape", "30", "3", "--mode", "valid"],
          "--kernel-shape 30 3 is impossible with --mode valid"),

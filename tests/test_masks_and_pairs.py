@@ -60,3 +60,18 @@ def test_pair_errors_name_the_pair(rng):
         bk.fit([A, A], [rng.normal(size=(8, 8)), np.zeros((7, 8))], (3, 3), method="map")
     with pytest.raises(ValueError, match="B must be a list of the same length"):
         bk.fit([A, A], np.zeros((8, 8)), (3, 3))
+
+
+def test_several_pairs_report_compare_and_export(tmp_path):
+    kernel = bk.make_kernel("gaussian", (5, 5))
+    cases = [bk.simulate(shape, kernel, noise_sigma=SIGMA, seed=s)
+             for s, shape in enumerate([(14, 14), (10, 18)])]
+    A, B = [c.A for c in cases], [c.B for c in cases]
+    fits = {p: bk.fit(A, B, (5, 5), prior=p, method="map", num_samples=50, progress_bar=False)
+            for p in ("smooth", "iid")}
+    table = bk.compare(fits)
+    assert set(table.index) == {"smooth", "iid"}
+    idata = fits["smooth"].to_inference_data()
+    assert idata.observed_data["B_1"].shape == (10, 18)
+    fits["smooth"].plot_report(tmp_path)
+    assert any(tmp_path.iterdir())

@@ -118,3 +118,18 @@ def test_compare_refuses_different_data():
             for name, c in (("a", a), ("b", b))}
     with pytest.raises(ValueError, match="different data"):
         compare(fits)
+
+
+@pytest.mark.parametrize("positive,unit_sum", [(True, True), (False, True), (True, False)])
+def test_constrained_prior_draws_honour_constraints(positive, unit_sum):
+    kernel = bk.make_kernel("gaussian", (7, 7), width=1.5)
+    case = bk.simulate((24, 24), kernel, noise_sigma=0.02, seed=8)
+    prior = bk.ConstrainedPrior(bk.SmoothPrior((7, 7)), positive=positive, unit_sum=unit_sum)
+    post = bk.fit(case.A, case.B, (7, 7), prior=prior, num_warmup=200, num_samples=100,
+                  num_chains=1, progress_bar=False)
+    draws = post.kernel_draws.astype(float)
+    if positive:
+        assert draws.min() > 0
+    if unit_sum:
+        np.testing.assert_allclose(draws.sum(axis=(2, 3)), 1.0, atol=1e-5)
+    assert bk.relative_error(post.kernel_mean, kernel) < 0.15

@@ -17,6 +17,7 @@ comes from :func:`jax.linear_transpose`.
 from __future__ import annotations
 
 from bayeskernel.priors.base import KernelPrior, LinearGaussianPrior
+from bayeskernel.priors.constrained import ConstrainedPrior
 from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
 from bayeskernel.priors.lowrank import LowRankPrior
 from bayeskernel.priors.parametric import FAMILIES, ParametricPrior
@@ -24,6 +25,7 @@ from bayeskernel.priors.radial import RadialPrior
 
 __all__ = [
     "FAMILIES",
+    "ConstrainedPrior",
     "IIDPrior",
     "KernelPrior",
     "LinearGaussianPrior",

@@ -1,0 +1,106 @@
+"""Simulation-based calibration, reduced: the exact route at fixed hyperparameters.
+
+Each replication draws a kernel scale ``s ~ HalfCauchy(0.1)``, a noise sd
+``sigma ~ HalfNormal(0.3)``, a kernel ``K = s T z`` from the 'smooth' prior, a
+Bernoulli(0.2) image ``A`` and ``B = convolve2d(A, K, 'same') + N(0, sigma^2)``,
+then fits with ``noise_sigma=sigma, kernel_scale=s`` held at the drawn values.
+The truth is then a draw from the very posterior the fit claims to sample, so
+the 90% and 95% intervals of the centre, edge and corner entries must cover it
+in 90% and 95% of replications, up to binomial error. A posterior that is too
+narrow (draws shrunk by 0.7 about their mean) must fail the same check: the
+test asserts that too, so its power is part of the test.
+
+The full study (every method, learned hyperparameters, rank histograms) is
+``benchmarks/bench_calibration.py``; results in ``docs/validation.md``.
+"""
+
+import jax
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+from scipy.signal import convolve2d
+
+import bayeskernel as bk
+from bayeskernel.priors import SmoothPrior
+
+IMAGE, KERNEL = (16, 16), (5, 5)
+ENTRIES = {"centre": (2, 2), "edge": (0, 2), "corner": (0, 0)}
+LEVELS = (0.9, 0.95)
+REPLICATIONS = 100
+DRAWS = 300
+# Two-sided z for the binomial acceptance region: ~1e-3 false alarm per check,
+# six checks (3 entries x 2 levels).
+Z = 3.3
+SHRINK = 0.7
+
+
+@pytest.fixture
+def compilation_cache_dir(tmp_path):
+    """Persistent XLA cache for this test only: every ``fit`` builds fresh jitted
+    closures, and with the cache the 100 fits compile once instead of 100 times."""
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    saved = {name: getattr(jax.config, name) for name in names}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
+
+
+def _within_binomial_error(hits: int, n: int, prob: float, z: float = Z) -> bool:
+    return abs(hits - n * prob) <= z * np.sqrt(n * prob * (1 - prob))
+
+
+def _inside(draws: np.ndarray, truth: float, prob: float) -> bool:
+    lower, upper = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2])
+    return bool(lower <= truth <= upper)
+
+
+def _replications():
+    """Coverage hits per (entry, level), for the posterior and for a shrunk one."""
+    prior = SmoothPrior(KERNEL)
+    rng = np.random.default_rng(20261125)
+    hits = {(e, p): 0 for e in ENTRIES for p in LEVELS}
+    shrunk_hits = dict(hits)
+    for rep in range(REPLICATIONS):
+        scale = abs(0.1 * rng.standard_cauchy())
+        sigma = abs(0.3 * rng.standard_normal())
+        with jax.enable_x64(True):
+            kernel = np.asarray(prior.sample(jax.random.PRNGKey(rep), scale), dtype=float)
+        image = rng.binomial(1, 0.2, IMAGE).astype(float)
+        observed = convolve2d(image, kernel, "same") + sigma * rng.standard_normal(IMAGE)
+        post = bk.fit(image, observed, KERNEL, method="exact", noise_sigma=sigma,
+                      kernel_scale=scale, num_samples=DRAWS, seed=rep, progress_bar=False,
+                      draws_dtype=np.float64)  # fmt: skip
+        draws = post.kernel_draws.reshape((-1,) + KERNEL)
+        shrunk = draws.mean(0) + SHRINK * (draws - draws.mean(0))
+        for name, index in ENTRIES.items():
+            for prob in LEVELS:
+                hits[name, prob] += _inside(draws[(slice(None), *index)], kernel[index], prob)
+                shrunk_hits[name, prob] += _inside(
+                    shrunk[(slice(None), *index)], kernel[index], prob
+                )
+    return hits, shrunk_hits
+
+
+def test_exact_intervals_cover_at_nominal_rate(compilation_cache_dir):
+    hits, shrunk_hits = _replications()
+    report = {f"{e}@{p}": h / REPLICATIONS for (e, p), h in hits.items()}
+    failed = [key for key, h in hits.items() if not _within_binomial_error(h, REPLICATIONS, key[1])]
+    assert not failed, f"coverage outside binomial error: {report}"
+    # Power: a posterior 30% too narrow must be caught by at least one check.
+    caught = [
+        key for key, h in shrunk_hits.items()
+        if not _within_binomial_error(h, REPLICATIONS, key[1])
+    ]  # fmt: skip
+    shrunk_report = {f"{e}@{p}": h / REPLICATIONS for (e, p), h in shrunk_hits.items()}
+    assert caught, f"a posterior shrunk by {SHRINK} passed the check: {shrunk_report}"
