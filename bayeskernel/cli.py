@@ -70,8 +70,9 @@ modes (how B is cropped, exactly as scipy.signal.convolve2d):
   valid  B is where A and K overlap fully, shape (|M-P|+1, |N-Q|+1)
 
 methods:
+  auto   'exact' for the Gaussian priors, 'nuts' for the others (default)
   exact  NUTS on the noise sd and kernel scale with the kernel integrated out,
-         then exact kernel draws (default; for up to ~16,000 pixels or entries)
+         then exact kernel draws (for up to ~16,000 pixels or entries)
   map    best noise sd and kernel scale, then exact draws: quickest, intervals
          ignore the hyperparameters' uncertainty
   nuts   NUTS on every kernel entry: a check of 'exact', slower
@@ -133,12 +134,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any]) -> None:
     parser.add_argument(
-        "--prior", default="smooth",
+        "--prior", default=defaults["prior"],
         help="kernel prior: 'smooth' (neighbouring entries alike), 'smooth2' (smoother), "
-        "'iid' (independent entries); see bayeskernel.priors for more",
+        "'iid' (independent entries), 'radial' (a function of the distance to the centre); "
+        "parametric 'gaussian', 'moffat', 'airy', 'power_law' and 'lowrank' use NUTS",
     )  # fmt: skip
     parser.add_argument(
-        "--method", default=defaults["method"], choices=("exact", "map", "nuts", "svi"),
+        "--method", default=defaults["method"], choices=("auto", "exact", "map", "nuts", "svi"),
         help="inference route; 'map' is quickest (see 'bayeskernel fit --help')",
     )  # fmt: skip
     parser.add_argument(
@@ -176,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", default="same", choices=("same", "full", "valid"),
         help="how B is cropped (see 'modes' above)",
     )  # fmt: skip
-    _add_fit_options(fit, defaults={"method": "exact", "samples": 500})
+    _add_fit_options(fit, defaults={"method": "auto", "samples": 500, "prior": "smooth"})
     fit.add_argument(
         "--chains", type=_positive_int, default=2, help="NUTS chains (methods exact, nuts)"
     )
@@ -229,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and figures to --out. The full size takes minutes; --size 20 takes seconds.",
     )  # fmt: skip
     demo.add_argument("--size", type=_positive_int, default=100, help="image side N (kernel 2N-1)")
-    _add_fit_options(demo, defaults={"method": "map", "samples": 200})
+    _add_fit_options(demo, defaults={"method": "auto", "samples": 200, "prior": "radial"})
     demo.add_argument(
         "--out", type=Path, default=Path("bayeskernel-demo"), metavar="DIR",
         help="folder for results and figures",

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import scipy.signal
 import scipy.stats
@@ -50,8 +51,19 @@ __all__ = [
 _MAX_PROFILE_DRAWS = 1000
 
 
-def _image(ax, values, title, cmap="viridis", vmin=None, vmax=None):
-    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+def _image(ax, values, title, cmap="viridis", vmin=None, vmax=None, log=False):
+    norm = None
+    if log:
+        # Symmetric log: linear within a band around zero (the 10th percentile of
+        # |values|, floor 1e-3 of the peak), logarithmic beyond it.
+        peak = max(
+            abs(vmin if vmin is not None else values.min()),
+            abs(vmax if vmax is not None else values.max()),
+        )
+        threshold = max(np.percentile(np.abs(values), 10), 1e-3 * peak, 1e-300)
+        norm = matplotlib.colors.SymLogNorm(threshold, vmin=vmin, vmax=vmax)
+        vmin = vmax = None
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, norm=norm, interpolation="nearest")
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -80,7 +92,10 @@ def _draw_subset(posterior: KernelPosterior, limit: int, seed: int = 0) -> np.nd
 
 
 def plot_kernel(
-    posterior: KernelPosterior, true_kernel: np.ndarray | None = None, prob: float = 0.95
+    posterior: KernelPosterior,
+    true_kernel: np.ndarray | None = None,
+    prob: float = 0.95,
+    log: bool | None = None,
 ) -> Figure:
     """Posterior mean, sd and interval width as images (truth beside them if given).
 
@@ -92,6 +107,10 @@ def plot_kernel(
     true_kernel : (P, Q) ndarray, optional
     prob : float
         Probability of the credible interval whose width is shown.
+    log : bool, optional
+        Symmetric-log colour scales. Default: on when the mean's peak exceeds
+        50 times its median magnitude (cusps such as ``1/r``, where a linear
+        scale shows one bright pixel).
 
     Returns
     -------
@@ -103,13 +122,15 @@ def plot_kernel(
     fig = Figure(figsize=(4.2 * panels, 4), layout="constrained")
     axes = list(fig.subplots(1, panels))
     mean = posterior.kernel_mean
+    if log is None:
+        log = bool(np.abs(mean).max() > 50 * max(np.median(np.abs(mean)), 1e-300))
     vmin, vmax = mean.min(), mean.max()
     if true_kernel is not None:
         vmin, vmax = min(vmin, true_kernel.min()), max(vmax, true_kernel.max())
-        _image(axes.pop(0), true_kernel, "true kernel", vmin=vmin, vmax=vmax)
-    _image(axes[0], mean, "posterior mean", vmin=vmin, vmax=vmax)
-    _image(axes[1], posterior.kernel_sd, "posterior sd", cmap="magma")
-    _image(axes[2], upper - lower, f"{prob:.0%} interval width", cmap="magma")
+        _image(axes.pop(0), true_kernel, "true kernel", vmin=vmin, vmax=vmax, log=log)
+    _image(axes[0], mean, "posterior mean", vmin=vmin, vmax=vmax, log=log)
+    _image(axes[1], posterior.kernel_sd, "posterior sd", cmap="magma", log=log)
+    _image(axes[2], upper - lower, f"{prob:.0%} interval width", cmap="magma", log=log)
     fig.suptitle(
         f"{posterior.kernel_shape[0]}x{posterior.kernel_shape[1]} kernel, "
         f"prior={posterior.prior}, method={posterior.method}, "

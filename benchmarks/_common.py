@@ -155,6 +155,17 @@ def kernel_ess_summary(kernel_draws: np.ndarray) -> tuple[float, float]:
     return float(ess.min()), float(np.median(ess))
 
 
+def iid_min_ess(shape: tuple[int, ...], seed: int = 0) -> float:
+    """Min bulk ESS over entries of *independent* normal draws of this shape.
+
+    The reference for ``kernel_ess_summary``'s minimum: with many entries and
+    few draws, the smallest ESS estimate is low even for perfectly independent
+    draws, so only a minimum well below this one points at a sampling problem.
+    """
+    draws = np.random.default_rng(seed).standard_normal(shape)
+    return float(np.nanmin(bulk_ess(draws)))
+
+
 def noise_ess(noise_draws: np.ndarray) -> float:
     """Bulk ESS of the noise sd; NaN when it is held constant (MAP)."""
     return float(bulk_ess(np.asarray(noise_draws)[..., None])[0])

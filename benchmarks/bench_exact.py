@@ -45,7 +45,7 @@ def child_fit(config: dict) -> dict:
     import time
 
     import numpy as np
-    from _common import kernel_ess_summary, noise_ess
+    from _common import iid_min_ess, kernel_ess_summary, noise_ess
 
     import bayeskernel as bk
 
@@ -105,6 +105,57 @@ def child_fit(config: dict) -> dict:
         centre_covered=bool(inside[(kshape[0] - 1) // 2, (kshape[1] - 1) // 2]),
         ess_min=ess_min,
         ess_median=ess_median,
+        ess_min_iid=iid_min_ess(post.kernel_draws.shape),
+        loadavg_end=os.getloadavg()[0],
+    )
+
+
+def child_breakdown(quick: bool) -> dict:
+    """Split ``decompose`` into its Gram build and its ``eigh`` (library internals).
+
+    Uses ``bayeskernel.infer.exact.whitened_operator`` and the private ``_gram``
+    as they are at the time of the run; returns an ``error`` entry if they changed.
+    """
+    import time
+
+    import jax
+    import numpy as np
+    import scipy.linalg
+
+    import bayeskernel as bk
+    from bayeskernel.forward import make_operator
+    from bayeskernel.infer import exact
+    from bayeskernel.priors import resolve_prior
+
+    if quick:
+        case = bk.motivating_case(40)
+    else:
+        from bayeskernel.datasets import motivating_example
+
+        case = motivating_example()
+    kshape = case.kernel.shape
+    with jax.enable_x64(True):
+        whitened = exact.whitened_operator(
+            make_operator(case.A, kshape, "same"), resolve_prior("smooth", kshape), None
+        )
+        p, n = whitened.num_latent, whitened.num_observed
+        size = min(p, n)
+        if p <= n:
+            func = lambda e: whitened.transpose(whitened.apply(e))  # noqa: E731
+        else:
+            func = lambda e: whitened.apply(whitened.transpose(e))  # noqa: E731
+        start = time.perf_counter()
+        gram = exact._gram(func, size, np.float64)
+        seconds_gram = time.perf_counter() - start
+        start = time.perf_counter()
+        scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
+        seconds_eigh = time.perf_counter() - start
+    return dict(
+        size=size,
+        space="kernel" if p <= n else "data",
+        seconds_gram=seconds_gram,
+        seconds_eigh=seconds_eigh,
+        threads=os.environ.get("OPENBLAS_NUM_THREADS", "(unset)"),
         loadavg_end=os.getloadavg()[0],
     )
 
@@ -156,11 +207,36 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-fits", action="store_true", help="only the OpenBLAS threads part")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--eigh", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--skip-breakdown", action="store_true", help="skip the Gram/eigh split of decompose"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="eigh repeats per setting")
+    parser.add_argument(
+        "--configs",
+        default="map,exact1,exact2",
+        help="comma-separated fits to run: map, exact1 (1 chain), exact2 (2 chains)",
+    )
+    parser.add_argument(
+        "--threads",
+        help="OPENBLAS_NUM_THREADS for the fit subprocesses (default: inherited)",
+    )
+    parser.add_argument(
+        "--breakdown-threads",
+        default="inherit,1",
+        help="OPENBLAS_NUM_THREADS settings for the breakdown ('inherit' = as this process)",
+    )
     args = parser.parse_args(argv)
 
     if args.child:
         print("RESULT " + json.dumps(child_fit(json.loads(args.child))), flush=True)
+        return
+    if args.breakdown:
+        try:
+            result = child_breakdown(args.quick)
+        except Exception as error:  # library internals may have changed
+            result = dict(error=f"{type(error).__name__}: {error}")
+        print("RESULT " + json.dumps(result), flush=True)
         return
     if args.eigh:
         print("RESULT " + json.dumps(child_eigh(args.eigh, args.repeats)), flush=True)
@@ -177,23 +253,29 @@ def main(argv=None) -> None:
     report.header()
 
     if not args.skip_fits:
-        configs = [
-            dict(method="map", num_chains=1),
-            dict(method="exact", num_chains=1),
-            dict(method="exact", num_chains=2),
-        ]
+        known = {
+            "map": dict(method="map", num_chains=1),
+            "exact1": dict(method="exact", num_chains=1),
+            "exact2": dict(method="exact", num_chains=2),
+        }
+        configs = [known[name] for name in args.configs.split(",")]
+        fit_env = dict(os.environ)
+        if args.threads:
+            fit_env["OPENBLAS_NUM_THREADS"] = args.threads
+        threads_label = fit_env.get("OPENBLAS_NUM_THREADS", "(unset)")
         results = []
         for config in configs:
             config = dict(config, quick=args.quick)
             print(f"  running {config} ...", file=sys.stderr, flush=True)
-            results.append(spawn(["--child", json.dumps(config)]))
+            results.append(spawn(["--child", json.dumps(config)], env=fit_env))
             r = results[-1]
             print(f"  {r['seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         r0 = results[0]
         report.note(
             f"Case: {r0['image']} image, {r0['kernel']} kernel, noise sd {r0['noise_true']}, "
             f"mode 'same'; dense eigenproblem in {r0['space']} space, size {r0['dense_size']}. "
-            "200 draws per chain; exact: 200 warmup."
+            "200 draws per chain; exact: 200 warmup. "
+            f"OPENBLAS_NUM_THREADS in the fit subprocesses: {threads_label}."
         )
         label = [
             f"{r['method']}" + (f" x{r['num_chains']} chain(s)" if r["method"] == "exact" else "")
@@ -240,6 +322,7 @@ def main(argv=None) -> None:
                 f"coverage r<{CUSP_RADIUS} ({r0['n_cusp']} entries)",
                 "centre (K=0) covered",
                 "ESS kernel min",
+                "(iid ref. min)",
                 "ESS kernel median",
                 "ESS/s kernel median",
             ],
@@ -257,12 +340,42 @@ def main(argv=None) -> None:
                     r["cov_cusp"],
                     r["centre_covered"],
                     r["ess_min"],
+                    r["ess_min_iid"],
                     r["ess_median"],
                     r["ess_median"] / r["seconds"],
                 ]
                 for lab, r in zip(label, results)
             ],
         )
+
+    if not args.skip_breakdown:
+        rows = []
+        for threads in args.breakdown_threads.split(","):
+            env = dict(os.environ)
+            if threads != "inherit":
+                env["OPENBLAS_NUM_THREADS"] = threads
+            print(f"  decomposition breakdown, threads {threads} ...", file=sys.stderr, flush=True)
+            r = spawn(["--breakdown"] + (["--quick"] if args.quick else []), env=env)
+            if "error" in r:
+                report.note(f"Decomposition breakdown failed (internals changed?): {r['error']}")
+                break
+            rows.append(
+                [
+                    r["space"],
+                    r["size"],
+                    r["threads"],
+                    r["seconds_gram"],
+                    r["seconds_eigh"],
+                    r["loadavg_end"],
+                ]
+            )
+        if rows:
+            report.table(
+                "Where the decomposition goes: Gram matrix build (batched W W^T or W^T W "
+                "products, JAX) vs dense eigh (SciPy/LAPACK dsyevd); one subprocess per row",
+                ["space", "size", "OPENBLAS_NUM_THREADS", "Gram build s", "eigh s", "load at end"],
+                rows,
+            )
 
     if not args.skip_eigh:
         n = 1500 if args.quick else 4000

@@ -26,14 +26,17 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--prior", default="radial", help="radial (default), smooth, iid, power_law, ..."
     )
-    parser.add_argument("--samples", type=int, default=200, help="posterior draws")
+    parser.add_argument("--samples", type=int, default=500, help="posterior draws per chain")
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for figures")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    case = motivating_example() if args.size == 100 else bk.motivating_case(args.size, seed=args.seed)
+    case = (
+        motivating_example() if args.size == 100 else bk.motivating_case(args.size, seed=args.seed)
+    )
     kernel_shape = case.kernel.shape
-    print(f"A {case.A.shape}, B {case.B.shape}, kernel {kernel_shape}, true noise sd {case.noise_sigma}")
+    print(f"A {case.A.shape}, B {case.B.shape}, kernel {kernel_shape}")
+    print(f"true noise sd {case.noise_sigma}")
     start = time.perf_counter()
     posterior = bk.fit(
         case.A, case.B, kernel_shape, prior=args.prior, method=args.method,
@@ -58,7 +61,9 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     figure = plot_kernel(posterior, true_kernel=case.kernel)
     figure.savefig(args.out / "motivating_kernel.png", dpi=90)
-    print(f"figures written to {args.out}/")
+    # Every other figure (radial profile, residuals, predictive check, trace, rank, pair).
+    posterior.plot_report(args.out / "report", true_kernel=case.kernel, dpi=80)
+    print(f"figures written to {args.out}/ and {args.out}/report/")
     return report
 
 

@@ -13,12 +13,18 @@ from bayeskernel.infer.exact import decompose, log_marginal_likelihood, whitened
 from bayeskernel.priors import SmoothPrior
 
 # (image, kernel, mode): kernel-space (p <= n) and data-space (p > n) cases.
-CASES = [((20, 20), (5, 5), "same"), ((8, 8), (11, 11), "same"), ((9, 7), (4, 6), "full"),
-         ((12, 12), (5, 3), "valid")]
+CASES = [
+    ((20, 20), (5, 5), "same"),
+    ((8, 8), (11, 11), "same"),
+    ((9, 7), (4, 6), "full"),
+    ((12, 12), (5, 3), "valid"),
+]
 
 
 def _case(image_shape, kernel_shape, mode, seed=0):
-    case = bk.simulate(image_shape, "gaussian", kernel_shape, noise_sigma=0.05, mode=mode, seed=seed)
+    case = bk.simulate(
+        image_shape, "gaussian", kernel_shape, noise_sigma=0.05, mode=mode, seed=seed
+    )
     return case
 
 
@@ -43,10 +49,23 @@ def test_exact_draws_at_fixed_hyperparameters_match_closed_form(image_shape, ker
     case = _case(image_shape, kernel_shape, mode, seed=1)
     sigma, scale = 0.05, 0.03
     H = convolution_matrix(case.A, kernel_shape, mode)
-    mean, cov = gaussian_posterior(H, case.B.ravel(), scale**2 * smooth_prior_covariance(kernel_shape, 1), sigma)
+    mean, cov = gaussian_posterior(
+        H, case.B.ravel(), scale**2 * smooth_prior_covariance(kernel_shape, 1), sigma
+    )
     num = 4000
-    post = bk.fit(case.A, case.B, kernel_shape, mode=mode, method="exact", noise_sigma=sigma,
-                  kernel_scale=scale, num_samples=num, seed=3, progress_bar=False, draws_dtype=np.float64)
+    post = bk.fit(
+        case.A,
+        case.B,
+        kernel_shape,
+        mode=mode,
+        method="exact",
+        noise_sigma=sigma,
+        kernel_scale=scale,
+        num_samples=num,
+        seed=3,
+        progress_bar=False,
+        draws_dtype=np.float64,
+    )
     assert post.kernel_draws.shape == (1, num) + kernel_shape
     # Independent draws: the effective sample size is the number of draws.
     assert_moments_match(post.kernel_draws, mean, np.sqrt(np.diag(cov)), ess=num)

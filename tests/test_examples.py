@@ -11,8 +11,21 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.mark.parametrize("prior", ["radial", "smooth"])
 def test_motivating_case_example(tmp_path, monkeypatch, prior):
-    monkeypatch.setattr(sys, "argv", ["motivating_case.py", "--size", "12", "--samples", "60",
-                                      "--prior", prior, "--out", str(tmp_path)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "motivating_case.py",
+            "--size",
+            "12",
+            "--samples",
+            "60",
+            "--prior",
+            prior,
+            "--out",
+            str(tmp_path),
+        ],
+    )
     module = runpy.run_path(str(EXAMPLES / "motivating_case.py"), run_name="example")
     report = module["main"]()
     assert abs(report["noise_sigma"] - 1.0) < 0.3

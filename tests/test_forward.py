@@ -19,8 +19,13 @@ def _valid_possible(a_shape, k_shape):
 
 
 @settings(max_examples=60, deadline=None)
-@given(a_shape=shapes, k_shape=kernel_shapes, mode=st.sampled_from(["full", "same", "valid"]),
-       route=st.sampled_from(["fft", "direct"]), seed=st.integers(0, 2**31))
+@given(
+    a_shape=shapes,
+    k_shape=kernel_shapes,
+    mode=st.sampled_from(["full", "same", "valid"]),
+    route=st.sampled_from(["fft", "direct"]),
+    seed=st.integers(0, 2**31),
+)
 def test_operator_equals_scipy_and_adjoint_holds(a_shape, k_shape, mode, route, seed):
     rng = np.random.default_rng(seed)
     image = rng.standard_normal(a_shape)
@@ -68,7 +73,9 @@ def test_batched_kernels_and_jit_grad():
         op = make_operator(image, (5, 4), "same")
         batched = np.asarray(jax.jit(lambda o, k: o(k))(op, kernels))
         for b in range(3):
-            np.testing.assert_allclose(batched[b], convolve2d(image, kernels[b], "same"), atol=1e-12)
+            np.testing.assert_allclose(
+                batched[b], convolve2d(image, kernels[b], "same"), atol=1e-12
+            )
         # Gradient of 0.5||Hk - y||^2 is H^T(Hk - y).
         target = rng.standard_normal((12, 10))
         grad = jax.grad(lambda k: 0.5 * jnp.sum((op(k) - target) ** 2))(kernels[0])
@@ -80,8 +87,13 @@ def test_convolve_function_and_output_shape():
     image, kernel = rng.standard_normal((7, 9)), rng.standard_normal((4, 6))
     with jax.enable_x64(True):
         for mode in ("full", "same", "valid"):
-            np.testing.assert_allclose(convolve(image, kernel, mode), convolve2d(image, kernel, mode), atol=1e-12)
-            assert output_shape(image.shape, kernel.shape, mode) == convolve2d(image, kernel, mode).shape
+            np.testing.assert_allclose(
+                convolve(image, kernel, mode), convolve2d(image, kernel, mode), atol=1e-12
+            )
+            assert (
+                output_shape(image.shape, kernel.shape, mode)
+                == convolve2d(image, kernel, mode).shape
+            )
 
 
 def test_bad_mode_and_route():

@@ -17,30 +17,62 @@ def small_case():
 
 @pytest.fixture(scope="module")
 def nuts_learned(small_case):
-    return bk.fit(small_case.A, small_case.B, (9, 9), method="nuts", num_warmup=300,
-                  num_samples=400, num_chains=2, seed=5, progress_bar=False)
+    return bk.fit(
+        small_case.A,
+        small_case.B,
+        (9, 9),
+        method="nuts",
+        num_warmup=300,
+        num_samples=400,
+        num_chains=2,
+        seed=5,
+        progress_bar=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def exact_learned(small_case):
-    return bk.fit(small_case.A, small_case.B, (9, 9), method="exact", num_warmup=300,
-                  num_samples=1000, num_chains=2, seed=6, progress_bar=False)
+    return bk.fit(
+        small_case.A,
+        small_case.B,
+        (9, 9),
+        method="exact",
+        num_warmup=300,
+        num_samples=1000,
+        num_chains=2,
+        seed=6,
+        progress_bar=False,
+    )
 
 
 def test_nuts_fixed_hyperparameters_match_closed_form(small_case):
     sigma, scale = 0.05, 0.02
-    post = bk.fit(small_case.A, small_case.B, (9, 9), method="nuts", noise_sigma=sigma,
-                  kernel_scale=scale, num_warmup=300, num_samples=500, num_chains=2, seed=1,
-                  progress_bar=False, draws_dtype=np.float64)
+    post = bk.fit(
+        small_case.A,
+        small_case.B,
+        (9, 9),
+        method="nuts",
+        noise_sigma=sigma,
+        kernel_scale=scale,
+        num_warmup=300,
+        num_samples=500,
+        num_chains=2,
+        seed=1,
+        progress_bar=False,
+        draws_dtype=np.float64,
+    )
     H = convolution_matrix(small_case.A, (9, 9), "same")
-    mean, cov = gaussian_posterior(H, small_case.B.ravel(), scale**2 * smooth_prior_covariance((9, 9), 1), sigma)
+    mean, cov = gaussian_posterior(
+        H, small_case.B.ravel(), scale**2 * smooth_prior_covariance((9, 9), 1), sigma
+    )
     assert effective_sizes(post.kernel_draws).min() > 100
     assert_moments_match(post.kernel_draws, mean, np.sqrt(np.diag(cov)))
 
 
 @pytest.mark.parametrize("which", ["nuts", "exact"])
-def test_learned_hyperparameters_recover_noise_and_cover_truth(small_case, nuts_learned,
-                                                                exact_learned, which):
+def test_learned_hyperparameters_recover_noise_and_cover_truth(
+    small_case, nuts_learned, exact_learned, which
+):
     post = {"nuts": nuts_learned, "exact": exact_learned}[which]
     assert abs(post.noise_sigma - 0.05) < 0.1 * 0.05
     lower, upper = post.interval(0.95)
@@ -53,19 +85,30 @@ def test_collapsed_hyperparameters_match_full_nuts(nuts_learned, exact_learned):
     # Same posterior of (sigma, s): compare means within their Monte Carlo errors.
     for name in ("noise_sigma_draws", "kernel_scale_draws"):
         a, b = getattr(nuts_learned, name), getattr(exact_learned, name)
-        mcse = np.hypot(a.std() / np.sqrt(effective_sizes(a[..., None])[0]),
-                        b.std() / np.sqrt(effective_sizes(b[..., None])[0]))
+        mcse = np.hypot(
+            a.std() / np.sqrt(effective_sizes(a[..., None])[0]),
+            b.std() / np.sqrt(effective_sizes(b[..., None])[0]),
+        )
         assert abs(a.mean() - b.mean()) < Z * mcse, name
     # And the kernel: means agree within the posterior's own Monte Carlo error.
     ess = effective_sizes(nuts_learned.kernel_draws)
     z = np.abs(nuts_learned.kernel_mean - exact_learned.kernel_mean).ravel() / (
-        exact_learned.kernel_sd.ravel() * np.sqrt(1 / ess + 1 / 2000))
+        exact_learned.kernel_sd.ravel() * np.sqrt(1 / ess + 1 / 2000)
+    )
     assert z.max() < Z
 
 
 def test_svi_runs_and_is_roughly_right(small_case):
-    post = bk.fit(small_case.A, small_case.B, (9, 9), method="svi", num_steps=4000,
-                  num_samples=300, seed=2, progress_bar=False)
+    post = bk.fit(
+        small_case.A,
+        small_case.B,
+        (9, 9),
+        method="svi",
+        num_steps=4000,
+        num_samples=300,
+        seed=2,
+        progress_bar=False,
+    )
     assert post.kernel_draws.shape == (1, 300, 9, 9)
     assert abs(post.noise_sigma - 0.05) < 0.2 * 0.05
     assert bk.relative_error(post.kernel_mean, small_case.kernel) < 0.5

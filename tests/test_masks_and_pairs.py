@@ -11,8 +11,19 @@ SIGMA, SCALE, NUM = 0.05, 0.03, 3000
 
 
 def _fixed_fit(A, B, kernel_shape, **kwargs):
-    return bk.fit(A, B, kernel_shape, method="exact", noise_sigma=SIGMA, kernel_scale=SCALE,
-                  num_samples=NUM, seed=2, progress_bar=False, draws_dtype=np.float64, **kwargs)
+    return bk.fit(
+        A,
+        B,
+        kernel_shape,
+        method="exact",
+        noise_sigma=SIGMA,
+        kernel_scale=SCALE,
+        num_samples=NUM,
+        seed=2,
+        progress_bar=False,
+        draws_dtype=np.float64,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("kernel_shape", [(5, 5), (15, 15)])  # kernel-space and data-space
@@ -32,8 +43,10 @@ def test_masked_pixels_leave_the_likelihood(kernel_shape, rng):
 
 def test_several_pairs_equal_the_joint_posterior():
     kernel = bk.make_kernel("gaussian", (7, 7))
-    cases = [bk.simulate(shape, kernel, noise_sigma=SIGMA, seed=s)
-             for s, shape in enumerate([(14, 14), (10, 18)])]
+    cases = [
+        bk.simulate(shape, kernel, noise_sigma=SIGMA, seed=s)
+        for s, shape in enumerate([(14, 14), (10, 18)])
+    ]
     H = np.vstack([convolution_matrix(c.A, (7, 7), "same") for c in cases])
     y = np.concatenate([c.B.ravel() for c in cases])
     mean, cov = gaussian_posterior(H, y, SCALE**2 * smooth_prior_covariance((7, 7), 1), SIGMA)
@@ -45,10 +58,24 @@ def test_several_pairs_equal_the_joint_posterior():
 def test_several_pairs_with_learned_noise_and_nuts():
     kernel = bk.make_kernel("gaussian", (5, 5))
     cases = [bk.simulate((16, 16), kernel, noise_sigma=SIGMA, seed=s) for s in (4, 5)]
-    exact = bk.fit([c.A for c in cases], [c.B for c in cases], (5, 5), num_warmup=200,
-                   num_samples=300, progress_bar=False)
-    nuts = bk.fit([c.A for c in cases], [c.B for c in cases], (5, 5), method="nuts",
-                  num_warmup=200, num_samples=200, num_chains=1, progress_bar=False)
+    exact = bk.fit(
+        [c.A for c in cases],
+        [c.B for c in cases],
+        (5, 5),
+        num_warmup=200,
+        num_samples=300,
+        progress_bar=False,
+    )
+    nuts = bk.fit(
+        [c.A for c in cases],
+        [c.B for c in cases],
+        (5, 5),
+        method="nuts",
+        num_warmup=200,
+        num_samples=200,
+        num_chains=1,
+        progress_bar=False,
+    )
     for post in (exact, nuts):
         assert abs(post.noise_sigma - SIGMA) < 0.15 * SIGMA
         assert bk.relative_error(post.kernel_mean, kernel) < 0.2
@@ -64,11 +91,15 @@ def test_pair_errors_name_the_pair(rng):
 
 def test_several_pairs_report_compare_and_export(tmp_path):
     kernel = bk.make_kernel("gaussian", (5, 5))
-    cases = [bk.simulate(shape, kernel, noise_sigma=SIGMA, seed=s)
-             for s, shape in enumerate([(14, 14), (10, 18)])]
+    cases = [
+        bk.simulate(shape, kernel, noise_sigma=SIGMA, seed=s)
+        for s, shape in enumerate([(14, 14), (10, 18)])
+    ]
     A, B = [c.A for c in cases], [c.B for c in cases]
-    fits = {p: bk.fit(A, B, (5, 5), prior=p, method="map", num_samples=50, progress_bar=False)
-            for p in ("smooth", "iid")}
+    fits = {
+        p: bk.fit(A, B, (5, 5), prior=p, method="map", num_samples=50, progress_bar=False)
+        for p in ("smooth", "iid")
+    }
     table = bk.compare(fits)
     assert set(table.index) == {"smooth", "iid"}
     idata = fits["smooth"].to_inference_data()

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from reference import smooth_prior_covariance
 
-from bayeskernel.priors import IIDPrior, LinearGaussianPrior, RadialPrior, SmoothPrior, resolve_prior
+from bayeskernel.priors import (
+    IIDPrior,
+    LinearGaussianPrior,
+    RadialPrior,
+    SmoothPrior,
+    resolve_prior,
+)
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (4, 7), (1, 6)])
@@ -34,9 +40,11 @@ def test_prior_draws_have_stated_variance_and_smoothness():
     # Average marginal variance is scale^2 = 4 for both (sampling error ~ 1%).
     assert abs(iid.var() - 4.0) < 0.15
     assert abs(smooth.var() - 4.0) < 0.4
+
     # Neighbouring entries: independent under iid, strongly correlated under smooth.
     def neighbour_corr(x):
         return np.corrcoef(x[:, :, :-1].ravel(), x[:, :, 1:].ravel())[0, 1]
+
     assert abs(neighbour_corr(iid)) < 0.05
     assert neighbour_corr(smooth) > 0.5
 
@@ -54,10 +62,13 @@ def test_resolve_prior_errors():
 def test_user_defined_prior_plugs_in():
     class SeparablePrior(LinearGaussianPrior):
         """Kernel = outer product with a fixed row profile, free column profile."""
+
         name = "separable"
+
         def __init__(self, kernel_shape):
             self.kernel_shape = kernel_shape
             self.num_latent = kernel_shape[0]
+
         def to_kernel(self, latent):
             profile = jnp.hanning(self.kernel_shape[1] + 2)[1:-1]
             return latent[..., :, None] * profile

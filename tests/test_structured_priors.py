@@ -15,8 +15,16 @@ from bayeskernel.priors.parametric import family_kernel
 
 def test_radial_prior_on_a_small_motivating_case():
     case = bk.motivating_case(30, seed=1)
-    post = bk.fit(case.A, case.B, case.kernel.shape, prior="radial", method="exact",
-                  num_warmup=200, num_samples=300, progress_bar=False)
+    post = bk.fit(
+        case.A,
+        case.B,
+        case.kernel.shape,
+        prior="radial",
+        method="exact",
+        num_warmup=200,
+        num_samples=300,
+        progress_bar=False,
+    )
     central = bk.central_window(case.kernel.shape, (29, 29))
     lower, upper = post.interval(0.95)
     assert abs(post.noise_sigma - 1.0) < 0.1
@@ -26,8 +34,16 @@ def test_radial_prior_on_a_small_motivating_case():
 
 def test_power_law_recovers_the_exponent():
     case = bk.motivating_case(30, seed=2)
-    post = bk.fit(case.A, case.B, case.kernel.shape, prior="power_law", num_warmup=200,
-                  num_samples=200, num_chains=1, progress_bar=False)
+    post = bk.fit(
+        case.A,
+        case.B,
+        case.kernel.shape,
+        prior="power_law",
+        num_warmup=200,
+        num_samples=200,
+        num_chains=1,
+        progress_bar=False,
+    )
     exponent = post.parameter_draws["exponent"]
     assert abs(exponent.mean() - 1.0) < 4 * exponent.std() + 0.01
     assert abs(exponent.mean() - 1.0) < 0.05
@@ -52,8 +68,16 @@ def test_isotropic_gaussian_family_recovers_width():
     kernel = bk.make_kernel("gaussian", (11, 11), width=1.8)
     case = bk.simulate((32, 32), kernel, noise_sigma=0.02, seed=4)
     prior = ParametricPrior((11, 11), family="gaussian", isotropic=True)
-    post = bk.fit(case.A, case.B, (11, 11), prior=prior, num_warmup=200, num_samples=200,
-                  num_chains=1, progress_bar=False)
+    post = bk.fit(
+        case.A,
+        case.B,
+        (11, 11),
+        prior=prior,
+        num_warmup=200,
+        num_samples=200,
+        num_chains=1,
+        progress_bar=False,
+    )
     width = post.parameter_draws["width"]
     assert abs(width.mean() - 1.8) < 0.05
     assert bk.relative_error(post.kernel_mean, case.kernel) < 0.05
@@ -64,8 +88,16 @@ def test_low_rank_prior_recovers_separable_kernel():
     cols = np.exp(-0.5 * (np.arange(7) - 3) ** 2 / 1.0**2)
     kernel = np.outer(rows, cols)
     case = bk.simulate((32, 32), kernel, noise_sigma=0.05, seed=5)
-    post = bk.fit(case.A, case.B, (9, 7), prior=LowRankPrior((9, 7), rank=1), num_warmup=300,
-                  num_samples=200, num_chains=1, progress_bar=False)
+    post = bk.fit(
+        case.A,
+        case.B,
+        (9, 7),
+        prior=LowRankPrior((9, 7), rank=1),
+        num_warmup=300,
+        num_samples=200,
+        num_chains=1,
+        progress_bar=False,
+    )
     assert bk.relative_error(post.kernel_mean, kernel) < 0.05
     # Each draw is rank one.
     singular = np.linalg.svd(post.kernel_draws[0, :5].astype(float), compute_uv=False)
@@ -81,18 +113,29 @@ def test_exact_methods_refuse_nonlinear_priors():
 def test_user_defined_nonlinear_prior_plugs_in():
     class ScaledTemplate(KernelPrior):
         """A known shape with an unknown positive gain."""
+
         name = "template"
+
         def __init__(self, template):
             self.template = jnp.asarray(template)
             self.kernel_shape = template.shape
+
         def sample(self, scales):
             gain = numpyro.sample("gain", dist.LogNormal(0.0, 2.0))
             return gain * self.template
 
     template = bk.make_kernel("disk", (7, 7))
     case = bk.simulate((24, 24), 3.0 * template, noise_sigma=0.05, seed=6)
-    post = bk.fit(case.A, case.B, (7, 7), prior=ScaledTemplate(template), num_warmup=200,
-                  num_samples=200, num_chains=1, progress_bar=False)
+    post = bk.fit(
+        case.A,
+        case.B,
+        (7, 7),
+        prior=ScaledTemplate(template),
+        num_warmup=200,
+        num_samples=200,
+        num_chains=1,
+        progress_bar=False,
+    )
     gain = post.parameter_draws["gain"]
     assert abs(gain.mean() - 3.0) < 4 * gain.std() + 1e-3
 
@@ -101,11 +144,27 @@ def test_compare_ranks_the_true_family_first():
     kernel = bk.make_kernel("gaussian", (9, 9), width=1.5)
     case = bk.simulate((32, 32), kernel, noise_sigma=0.02, seed=7)
     fits = {
-        "gaussian": bk.fit(case.A, case.B, (9, 9),
-                           prior=ParametricPrior((9, 9), "gaussian", isotropic=True),
-                           num_warmup=200, num_samples=200, num_chains=1, progress_bar=False),
-        "iid": bk.fit(case.A, case.B, (9, 9), prior="iid", method="exact", num_warmup=200,
-                      num_samples=200, num_chains=1, progress_bar=False),
+        "gaussian": bk.fit(
+            case.A,
+            case.B,
+            (9, 9),
+            prior=ParametricPrior((9, 9), "gaussian", isotropic=True),
+            num_warmup=200,
+            num_samples=200,
+            num_chains=1,
+            progress_bar=False,
+        ),
+        "iid": bk.fit(
+            case.A,
+            case.B,
+            (9, 9),
+            prior="iid",
+            method="exact",
+            num_warmup=200,
+            num_samples=200,
+            num_chains=1,
+            progress_bar=False,
+        ),
     }
     table = compare(fits)
     assert table.index[0] == "gaussian"
@@ -114,8 +173,10 @@ def test_compare_ranks_the_true_family_first():
 def test_compare_refuses_different_data():
     a = bk.simulate((16, 16), "gaussian", (5, 5), seed=0)
     b = bk.simulate((16, 16), "gaussian", (5, 5), seed=1)
-    fits = {name: bk.fit(c.A, c.B, (5, 5), method="map", num_samples=20, progress_bar=False)
-            for name, c in (("a", a), ("b", b))}
+    fits = {
+        name: bk.fit(c.A, c.B, (5, 5), method="map", num_samples=20, progress_bar=False)
+        for name, c in (("a", a), ("b", b))
+    }
     with pytest.raises(ValueError, match="different data"):
         compare(fits)
 
@@ -125,8 +186,16 @@ def test_constrained_prior_draws_honour_constraints(positive, unit_sum):
     kernel = bk.make_kernel("gaussian", (7, 7), width=1.5)
     case = bk.simulate((24, 24), kernel, noise_sigma=0.02, seed=8)
     prior = bk.ConstrainedPrior(bk.SmoothPrior((7, 7)), positive=positive, unit_sum=unit_sum)
-    post = bk.fit(case.A, case.B, (7, 7), prior=prior, num_warmup=200, num_samples=100,
-                  num_chains=1, progress_bar=False)
+    post = bk.fit(
+        case.A,
+        case.B,
+        (7, 7),
+        prior=prior,
+        num_warmup=200,
+        num_samples=100,
+        num_chains=1,
+        progress_bar=False,
+    )
     draws = post.kernel_draws.astype(float)
     if positive:
         assert draws.min() > 0

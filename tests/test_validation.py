@@ -41,11 +41,18 @@ def test_bad_input_gets_a_clear_error(data, change, error, message):
 
 def test_integer_and_bool_inputs_are_promoted(data):
     A, B = data
-    post = bk.fit(A.astype(bool), B.astype(np.float32), (3, 3), method="map", num_samples=10,
-                  progress_bar=False)
+    post = bk.fit(
+        A.astype(bool),
+        B.astype(np.float32),
+        (3, 3),
+        method="map",
+        num_samples=10,
+        progress_bar=False,
+    )
     assert post.kernel_mean.dtype == np.float64
-    post_int = bk.fit(A.astype(np.int64), B, (3, 3), method="map", num_samples=10,
-                      progress_bar=False)
+    post_int = bk.fit(
+        A.astype(np.int64), B, (3, 3), method="map", num_samples=10, progress_bar=False
+    )
     np.testing.assert_allclose(post_int.noise_sigma, post.noise_sigma, rtol=1e-4)
 
 
