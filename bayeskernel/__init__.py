@@ -8,6 +8,7 @@ from bayeskernel.metrics import central_window, coverage, relative_error
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import (
     ConstrainedPrior,
+    EllipticalRadialPrior,
     IIDPrior,
     KernelPrior,
     LinearGaussianPrior,
@@ -24,6 +25,7 @@ __all__ = [
     "METHODS",
     "ConstrainedPrior",
     "ConvolutionOperator",
+    "EllipticalRadialPrior",
     "IIDPrior",
     "KernelPosterior",
     "KernelPrior",

@@ -46,6 +46,7 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
 import scipy.fft
 import scipy.linalg
@@ -299,6 +300,7 @@ def run_cuqipy(A, B, kernel_shape, seed, steps=CUQI_STEPS["full"]):
 def run_bayeskernel(A, B, kernel_shape, seed, prior="smooth", method="exact"):
     post = bk.fit(A, B, kernel_shape, prior=prior, method=method, seed=seed,
                   progress_bar=False)  # fmt: skip
+    jax.clear_caches()  # compiled programs of every fit pile up otherwise
     lower, upper = post.interval(0.95)
     divergences = int(np.sum(post.sample_stats.get("diverging", 0)))
     return dict(estimate=post.kernel_mean, sigma=post.noise_sigma, lower=lower, upper=upper,

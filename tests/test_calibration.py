@@ -81,6 +81,8 @@ def _replications():
         post = bk.fit(image, observed, KERNEL, method="exact", noise_sigma=sigma,
                       kernel_scale=scale, num_samples=DRAWS, seed=rep, progress_bar=False,
                       draws_dtype=np.float64)  # fmt: skip
+        if rep % 25 == 24:  # every fit compiles fresh programs: do not let them pile up
+            jax.clear_caches()
         draws = post.kernel_draws.reshape((-1,) + KERNEL)
         shrunk = draws.mean(0) + SHRINK * (draws - draws.mean(0))
         for name, index in ENTRIES.items():

@@ -181,7 +181,14 @@ def test_compare_refuses_different_data():
         compare(fits)
 
 
-@pytest.mark.parametrize("positive,unit_sum", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize(
+    "positive,unit_sum",
+    [
+        (True, True),
+        pytest.param(False, True, marks=pytest.mark.slow),
+        pytest.param(True, False, marks=pytest.mark.slow),
+    ],
+)
 def test_constrained_prior_draws_honour_constraints(positive, unit_sum):
     kernel = bk.make_kernel("gaussian", (7, 7), width=1.5)
     case = bk.simulate((24, 24), kernel, noise_sigma=0.02, seed=8)
@@ -202,3 +209,41 @@ def test_constrained_prior_draws_honour_constraints(positive, unit_sum):
     if unit_sum:
         np.testing.assert_allclose(draws.sum(axis=(2, 3)), 1.0, atol=1e-5)
     assert bk.relative_error(post.kernel_mean, kernel) < 0.15
+
+
+def test_elliptical_radial_prior_draws_are_shifted_ellipses():
+    from numpyro import handlers
+
+    from bayeskernel.model import HyperScales
+
+    prior = bk.EllipticalRadialPrior((15, 15))
+    fixed = {"centre_offset": np.array([0.0, 0.0]), "log_axis_ratio": np.log(4.0), "angle": 0.0}
+    with jax.enable_x64(True), handlers.seed(rng_seed=1), handlers.substitute(data=fixed):
+        kernel = np.asarray(prior.sample(HyperScales(noise=1.0, kernel=1.0)))
+    # Axis ratio 4: rows shrink by 2 and columns stretch by 2, so distance 4
+    # along the rows and distance 1 along the columns both map to rho = 2.
+    np.testing.assert_allclose(kernel[7 + 4, 7], kernel[7, 7 + 1], rtol=1e-9)
+    np.testing.assert_allclose(kernel, kernel[::-1, ::-1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow  # NUTS over ~80 unknowns: about a minute on a quiet 2-core machine
+def test_elliptical_radial_prior_finds_centre_and_axis_ratio():
+    # An anisotropic Gaussian, off-centre by (0.4, -0.3) pixels: axis ratio 2.
+    rows, cols = np.meshgrid(np.arange(11) - 5.4, np.arange(11) - 4.7, indexing="ij")
+    kernel = np.exp(-0.5 * (rows**2 / 2.0**2 + cols**2 / 1.0**2))
+    case = bk.simulate((32, 32), kernel, noise_sigma=0.02, seed=9)
+    post = bk.fit(
+        case.A,
+        case.B,
+        (11, 11),
+        prior=bk.EllipticalRadialPrior((11, 11)),
+        num_warmup=300,
+        num_samples=200,
+        num_chains=1,
+        progress_bar=False,
+    )
+    offset = post.parameter_draws["centre_offset"].reshape(-1, 2).mean(axis=0)
+    np.testing.assert_allclose(offset, [0.4, -0.3], atol=0.1)
+    ratio = np.exp(post.parameter_draws["log_axis_ratio"]).mean()
+    assert abs(max(ratio, 1 / ratio) - 2.0) < 0.2
+    assert bk.relative_error(post.kernel_mean, kernel) < 0.1

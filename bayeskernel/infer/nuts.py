@@ -96,8 +96,9 @@ def _assemble(prior, scales, samples, noise_sigma, kernel_scale, centered, dtype
     """Kernel draws, scale, noise sd and named parameters from raw site draws.
 
     Shared by NUTS and SVI. For general priors the "kernel scale" reported is
-    the root-mean-square entry of each draw (the meaning it has for Gaussian
-    priors), and the prior's own sites are kept as named parameters.
+    the prior's own ``kernel_scale`` site when it has one, else the
+    root-mean-square entry of each draw (the meaning it has for Gaussian
+    priors); the prior's other sites are kept as named parameters.
     """
     first = next(iter(samples.values()))
     chains, draws = first.shape[:2]
@@ -109,6 +110,13 @@ def _assemble(prior, scales, samples, noise_sigma, kernel_scale, centered, dtype
         )
         return kernels, scale, sigma, {}
     kernels = kernels_from_sites(prior, scales, samples, dtype=dtype)
-    scale = np.sqrt(np.mean(kernels.astype(np.float64) ** 2, axis=(2, 3)))
-    parameters = {k: v for k, v in samples.items() if k != "noise_sigma" and v.ndim == 2}
+    scale = samples.get("kernel_scale")
+    if scale is None:
+        scale = np.sqrt(np.mean(kernels.astype(np.float64) ** 2, axis=(2, 3)))
+    # Scalar sites are named parameters; vector sites (e.g. centre_offset) keep
+    # their last axis. Latent vectors of whitened profiles are left out.
+    parameters = {
+        k: v for k, v in samples.items()
+        if k not in ("noise_sigma", "kernel_scale", "kernel_latent") and v.ndim <= 3
+    }  # fmt: skip
     return kernels, scale, sigma, parameters

@@ -1,17 +1,10 @@
-"""Gaussian kernel priors, written as whitening maps.
+"""Kernel priors.
 
-A *linear-Gaussian* prior says ``kernel = kernel_scale * to_kernel(z)`` with
-``z ~ N(0, I)`` of length ``num_latent``; ``to_kernel`` is linear and fixed, and
-``kernel_scale`` is learned. Every route works from that one map: NUTS and SVI
-sample ``z`` (prior-whitened, so the sampler sees unit scales); the exact route
-builds ``H @ to_kernel`` and integrates ``z`` out in closed form.
-
-Priors are normalised so that the average prior variance of a kernel entry is
-``kernel_scale**2``: the scale reads as "typical size of an entry".
-
-To write your own, subclass :class:`LinearGaussianPrior` and implement
-``to_kernel`` (any linear JAX function of the latent vector); the transpose
-comes from :func:`jax.linear_transpose`.
+Linear-Gaussian priors (exact route): :class:`IIDPrior`, :class:`SmoothPrior`,
+:class:`RadialPrior`. General priors (NUTS, SVI): :class:`EllipticalRadialPrior`,
+:class:`ParametricPrior`,
+:class:`LowRankPrior`, :class:`ConstrainedPrior`. The interfaces for writing
+your own are in :mod:`bayeskernel.priors.base`.
 """
 
 from __future__ import annotations
@@ -21,11 +14,12 @@ from bayeskernel.priors.constrained import ConstrainedPrior
 from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
 from bayeskernel.priors.lowrank import LowRankPrior
 from bayeskernel.priors.parametric import FAMILIES, ParametricPrior
-from bayeskernel.priors.radial import RadialPrior
+from bayeskernel.priors.radial import EllipticalRadialPrior, RadialPrior
 
 __all__ = [
     "FAMILIES",
     "ConstrainedPrior",
+    "EllipticalRadialPrior",
     "IIDPrior",
     "KernelPrior",
     "LinearGaussianPrior",

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 
-from bayeskernel.priors.base import LinearGaussianPrior
+from bayeskernel.priors.base import KernelPrior, LinearGaussianPrior
 
-__all__ = ["RadialPrior"]
+__all__ = ["EllipticalRadialPrior", "RadialPrior"]
 
 
 def _radial_knots(radii: np.ndarray, exact_radius: float, growth: float) -> np.ndarray:
@@ -131,3 +133,65 @@ class RadialPrior(LinearGaussianPrior):
         weight = jnp.asarray(self._weight_upper, latent.dtype)
         flat = values[..., self._lower] * (1 - weight) + values[..., self._upper] * weight
         return flat.reshape(latent.shape[:-1] + tuple(self.kernel_shape))
+
+
+@dataclass(frozen=True, eq=False)
+class EllipticalRadialPrior(KernelPrior):
+    """A radial profile around a free sub-pixel centre, optionally elliptical (NUTS).
+
+    ``K[i, j] = f(rho)`` with ``rho`` the distance from ``centre + offset`` in
+    axes turned by ``angle`` and stretched by ``sqrt(q)`` and ``1 / sqrt(q)``
+    (``q`` the axis ratio). The profile ``f`` has exactly the prior of
+    :class:`RadialPrior` (same knots, same random walk); ``offset ~ N(0,
+    centre_sd^2)`` pixels per axis, ``log q ~ N(0, 0.5^2)``, ``angle ~ U(0, pi)``.
+    The kernel is no longer linear in the unknowns, so this runs with NUTS.
+
+    Parameters
+    ----------
+    kernel_shape : (int, int)
+    anisotropic : bool
+        Learn ``q`` and ``angle``; otherwise circles around a free centre.
+    centre_sd : float
+        Prior sd of the centre offset, in pixels.
+    exact_radius, growth, order, free_centre
+        As for :class:`RadialPrior`.
+    """
+
+    kernel_shape: tuple[int, int]
+    anisotropic: bool = True
+    centre_sd: float = 1.0
+    exact_radius: float = 4.0
+    growth: float = 0.03
+    order: int = 2
+    free_centre: bool = True
+    name: str = "elliptical_radial"
+
+    def __post_init__(self):
+        base = RadialPrior(
+            self.kernel_shape, exact_radius=self.exact_radius, growth=self.growth,
+            order=self.order, free_centre=self.free_centre,
+        )  # fmt: skip
+        object.__setattr__(self, "base", base)
+
+    def sample(self, scales) -> jax.Array:
+        scale = numpyro.sample("kernel_scale", dist.HalfCauchy(scales.kernel))
+        latent = numpyro.sample(
+            "kernel_latent", dist.Normal(0.0, 1.0).expand([self.base.num_latent]).to_event(1)
+        )
+        values = scale * self.base.profile(latent)
+        offset = numpyro.sample(
+            "centre_offset", dist.Normal(0.0, self.centre_sd).expand([2]).to_event(1)
+        )
+        h, w = self.kernel_shape
+        rows = jnp.arange(h)[:, None] - ((h - 1) / 2 + offset[0])
+        cols = jnp.arange(w)[None, :] - ((w - 1) / 2 + offset[1])
+        if self.anisotropic:
+            ratio = jnp.exp(numpyro.sample("log_axis_ratio", dist.Normal(0.0, 0.5)))
+            angle = numpyro.sample("angle", dist.Uniform(0.0, np.pi))
+            c, s = jnp.cos(angle), jnp.sin(angle)
+            u, v = c * rows + s * cols, -s * rows + c * cols
+            rows, cols = u / jnp.sqrt(ratio), v * jnp.sqrt(ratio)
+        # The tiny floor keeps the gradient of the distance finite at the centre.
+        radius = jnp.sqrt(rows**2 + cols**2 + 1e-12)
+        knots = jnp.asarray(self.base.knots, values.dtype)
+        return jnp.interp(radius, knots, values)
