@@ -30,10 +30,10 @@ __all__ = [
 Mode = Literal["full", "same", "valid"]
 MODES: tuple[str, ...] = ("full", "same", "valid")
 
-# Below this many multiply-adds the direct (lax.conv) route beats the FFT on CPU;
-# measured in benchmarks/bench_forward.py (crossover between 7x7 and 15x15 kernels
-# on a 64x64 image).
-_DIRECT_COST_LIMIT = 200_000
+# Below this many multiply-adds (image pixels x kernel entries) the direct
+# (lax.conv) route beats the FFT on CPU: benchmarks/bench_forward.py puts the
+# crossover between 102,400 and 186,624 (docs/benchmarks.md).
+_DIRECT_COST_LIMIT = 120_000
 
 
 def _check_mode(mode: str) -> None:

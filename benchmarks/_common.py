@@ -46,6 +46,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def command_line(script: str, argv=None) -> str:
+    """The command that made a report, as typed (options included)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", script, *args])
+
+
 def machine_lines(info: dict) -> list[str]:
     """``key: value`` lines for the machine facts."""
     return [f"{key}: {value}" for key, value in info.items()]
@@ -83,8 +89,12 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     """GitHub-flavoured Markdown table."""
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(cell(fmt(c)) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
 

@@ -23,8 +23,9 @@ Targets (issue 3): full posterior of the motivating case in under 60 s (aim
 
 Usage: ``python benchmarks/bench_exact.py [--quick] [--markdown FILE]``
 (``--quick`` uses ``bayeskernel.motivating_case(40)``: 40x40 image, 79x79
-kernel, and n = 1500 for the eigh timing). A full run takes 10-15 minutes on
-two cores.
+kernel, and n = 1500 for the eigh timing). A full run takes about 35-40
+minutes on a shared two-core machine: three fits of 6-8 minutes each, two
+decomposition breakdowns and the eigh timings.
 """
 
 from __future__ import annotations
@@ -244,10 +245,10 @@ def main(argv=None) -> None:
 
     import numpy  # noqa: F401  (versions for machine_info)
     import scipy  # noqa: F401
-    from _common import Report, machine_info
+    from _common import Report, command_line, machine_info
 
     info = machine_info()
-    command = "python benchmarks/bench_exact.py" + (" --quick" if args.quick else "")
+    command = command_line("benchmarks/bench_exact.py", argv)
     title = "bench_exact: exact and MAP routes on the motivating case (issue 3)"
     report = Report(title, command, info)
     report.header()

@@ -33,7 +33,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import Report, machine_info
+from _common import Report, command_line, machine_info
 
 from bayeskernel import forward
 from bayeskernel.forward import make_operator, output_window
@@ -197,7 +197,7 @@ def main(argv=None) -> None:
 
     info = machine_info()
     info["jax_devices"] = str(jax.devices())
-    command = "python benchmarks/bench_forward.py" + (" --quick" if args.quick else "")
+    command = command_line("benchmarks/bench_forward.py", argv)
     report = Report("bench_forward: forward operator routes and FFT lengths", command, info)
     report.header()
     if args.quick:

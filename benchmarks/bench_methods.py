@@ -26,6 +26,7 @@ import time
 import numpy as np
 from _common import (
     Report,
+    command_line,
     iid_min_ess,
     kernel_ess_summary,
     machine_info,
@@ -124,7 +125,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     info = machine_info()
-    command = "python benchmarks/bench_methods.py" + (" --quick" if args.quick else "")
+    command = command_line("benchmarks/bench_methods.py", argv)
     report = Report("bench_methods: exact, map, NUTS and SVI (issue 2)", command, info)
     report.header()
     wanted = [c for c in CASES if c.split()[0] in args.cases.split(",")]

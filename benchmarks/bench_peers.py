@@ -33,7 +33,8 @@ and wall time. The machine is shared: times are indicative (load averages are
 printed).
 
 Usage: ``python benchmarks/bench_peers.py [--quick] [--markdown FILE]
-[--results JSON] [--cases SUBSTRING ...]``
+[--results JSON] [--cases SUBSTRING ...] [--cuqi-max-entries N]``; and
+``--combine JSON ...`` to make one report from several saved ``--results``.
 """
 
 from __future__ import annotations
@@ -307,10 +308,10 @@ def run_bayeskernel(A, B, kernel_shape, seed, prior="smooth", method="exact"):
                 note=f"method={post.method}, {divergences} divergences")  # fmt: skip
 
 
-def methods_for(case: dict, quick: bool, has_cuqi: bool) -> list[tuple[str, callable]]:
+def methods_for(case: dict, quick: bool, has_cuqi: bool, cuqi_max: int):
     big = max(case["kernel_shape"]) >= 100
     out = [("lsqr", run_lsqr), ("tikhonov-gcv", run_tikhonov_gcv), ("wiener", run_wiener)]
-    if has_cuqi and not big:
+    if has_cuqi and not big and int(np.prod(case["kernel_shape"])) <= cuqi_max:
         steps = CUQI_STEPS["quick" if quick else "full"]
         out.append(("cuqipy-gibbs",
                     lambda A, B, k, s: run_cuqipy(A, B, k, s, steps=steps)))  # fmt: skip
@@ -327,10 +328,24 @@ def main() -> None:
     parser.add_argument("--markdown", help="write the report as Markdown to this file")
     parser.add_argument("--results", help="save the table rows as JSON")
     parser.add_argument("--cases", nargs="*", help="only cases whose name contains one of these")
+    parser.add_argument("--cuqi-max-entries", type=int, default=441,
+                        help="run CUQIpy only on kernels with at most this many entries")
+    parser.add_argument("--combine", nargs="*",
+                        help="print and write the tables of saved --results files; run nothing")
     args = parser.parse_args()
 
     report = Report("Accuracy against peers", "python " + " ".join(sys.argv), machine_info())
     report.header()
+    if args.combine:
+        rows, summary, notes = [], [], []
+        for path in args.combine:
+            with open(path) as fh:
+                saved = json.load(fh)
+            rows += saved["rows"]
+            summary += saved["summary"]
+            notes += saved["notes"]
+        finish(report, rows, summary, notes, args.markdown)
+        return
     try:
         import cuqi
 
@@ -352,7 +367,7 @@ def main() -> None:
         central = bk.central_window(kernel_shape, central_size(kernel_shape))
         print(f"\n{case['name']} (load {os.getloadavg()[0]:.1f})", flush=True)
         errors = {}
-        for name, method in methods_for(case, args.quick, has_cuqi):
+        for name, method in methods_for(case, args.quick, has_cuqi, args.cuqi_max_entries):
             start = time.perf_counter()
             try:
                 out = method(A, B, kernel_shape, case["seed"] or 0)
@@ -391,6 +406,10 @@ def main() -> None:
         if args.results:
             with open(args.results, "w") as fh:
                 json.dump({"rows": rows, "summary": summary, "notes": notes}, fh)
+    finish(report, rows, summary, notes, args.markdown)
+
+
+def finish(report: Report, rows, summary, notes, markdown) -> None:
     report.table(
         "Relative error of the point estimate (whole kernel, central window), relative error of "
         "the noise sd, coverage of 95% intervals (whole kernel), wall time (s), load averages",
@@ -405,9 +424,10 @@ def main() -> None:
          "best bk / best peer"],
         summary,
     )
-    report.note("Notes per run: " + "; ".join(notes))
+    kept = [n for n in notes if any(k in n for k in ("lsqr", "tikhonov", "failed"))]
+    report.note("Notes (LSQR iterations, Tikhonov's GCV weight, failures): " + "; ".join(kept))
     report.note(f"loadavg at end: {tuple(round(x, 2) for x in os.getloadavg())}")
-    report.write(args.markdown)
+    report.write(markdown)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,9 @@ def _gram(func, size: int, dtype) -> np.ndarray:
             .set(1.0)
         )
         out[start:stop] = np.asarray(func(unit))
-    return 0.5 * (out + out.T)  # symmetric to rounding; make it exactly so
+    # Symmetric to rounding; LAPACK's dsyevd reads only the lower triangle, so no
+    # symmetrised copy (two 0.8 GB temporaries on the motivating case).
+    return out
 
 
 def decompose(whitened: WhitenedOperator, observed: jax.Array) -> Spectrum:

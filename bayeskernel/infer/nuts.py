@@ -68,9 +68,10 @@ def run_nuts(
     )
     start = time.perf_counter()
     mcmc.run(rng_key, observed, mask, extra_fields=("diverging", "num_steps"))
-    seconds = time.perf_counter() - start
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    # After np.asarray: JAX dispatches asynchronously, so the run may not be over before.
+    seconds = time.perf_counter() - start
     kernels, scale, sigma, parameters = _assemble(
         prior, scales, samples, noise_sigma, kernel_scale, centered, draws_dtype
     )

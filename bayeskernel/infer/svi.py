@@ -62,8 +62,8 @@ def run_svi(
     start = time.perf_counter()
     result = svi.run(fit_key, num_steps, observed, mask, progress_bar=progress_bar)
     draws = guide.sample_posterior(draw_key, result.params, sample_shape=(1, num_samples))
-    seconds = time.perf_counter() - start
     draws = {k: np.asarray(v) for k, v in draws.items()}
+    seconds = time.perf_counter() - start  # after np.asarray: JAX runs asynchronously
     kernels, scale, sigma, parameters = _assemble(
         prior, scales, draws, noise_sigma, kernel_scale, centered, draws_dtype
     )
