@@ -220,8 +220,11 @@ def run_tikhonov_gcv(A, B, kernel_shape, seed):
     lam = float(np.exp(best.x))
     residual, trace = parts(lam)
     edge = " (GCV minimum at the edge of the grid)" if i in (0, grid.size - 1) else ""
-    return dict(estimate=solve(lam), sigma=float(np.sqrt(residual / trace)),
-                note=f"lam = {lam:.3g} ({lam / g.max():.2g} of the largest eigenvalue){edge}")
+    return dict(
+        estimate=solve(lam),
+        sigma=float(np.sqrt(residual / trace)),
+        note=f"lam = {lam:.3g} ({lam / g.max():.2g} of the largest eigenvalue){edge}",
+    )
 
 
 def run_wiener(A, B, kernel_shape, seed):
@@ -328,10 +331,17 @@ def main() -> None:
     parser.add_argument("--markdown", help="write the report as Markdown to this file")
     parser.add_argument("--results", help="save the table rows as JSON")
     parser.add_argument("--cases", nargs="*", help="only cases whose name contains one of these")
-    parser.add_argument("--cuqi-max-entries", type=int, default=441,
-                        help="run CUQIpy only on kernels with at most this many entries")
-    parser.add_argument("--combine", nargs="*",
-                        help="print and write the tables of saved --results files; run nothing")
+    parser.add_argument(
+        "--cuqi-max-entries",
+        type=int,
+        default=441,
+        help="run CUQIpy only on kernels with at most this many entries",
+    )
+    parser.add_argument(
+        "--combine",
+        nargs="*",
+        help="print and write the tables of saved --results files; run nothing",
+    )
     args = parser.parse_args()
 
     report = Report("Accuracy against peers", "python " + " ".join(sys.argv), machine_info())
@@ -390,8 +400,11 @@ def main() -> None:
             row = [case["name"], name, whole, centre, noise_error, cover, seconds,
                    " ".join(f"{x:.1f}" for x in os.getloadavg())]  # fmt: skip
             rows.append(row)
-            print(f"  {name:<13} whole {whole:.4f}  central {centre:.4f}  noise {noise_error:.3f}"
-                  f"  cov95 {cover:.3f}  {seconds:.1f} s   ({out['note']})", flush=True)
+            print(
+                f"  {name:<13} whole {whole:.4f}  central {centre:.4f}  noise {noise_error:.3f}"
+                f"  cov95 {cover:.3f}  {seconds:.1f} s   ({out['note']})",
+                flush=True,
+            )
             notes.append(f"{case['name']} / {name}: {out['note']}")
         peers = {k: v for k, v in errors.items() if not k.startswith("bk-")}
         best = min(peers, key=peers.get) if peers else None
@@ -410,6 +423,7 @@ def main() -> None:
 
 
 def finish(report: Report, rows, summary, notes, markdown) -> None:
+    summary = [row[:5] + [f"{x:.3f}" for x in row[5:]] for row in summary]
     report.table(
         "Relative error of the point estimate (whole kernel, central window), relative error of "
         "the noise sd, coverage of 95% intervals (whole kernel), wall time (s), load averages",
@@ -420,8 +434,15 @@ def finish(report: Report, rows, summary, notes, markdown) -> None:
     report.table(
         "Best peer (smallest whole-kernel error) against bayeskernel's posterior mean "
         "(ratio > 1: bayeskernel less accurate)",
-        ["case", "best peer", "its error", "bk-smooth", "bk-radial", "bk-smooth / best peer",
-         "best bk / best peer"],
+        [
+            "case",
+            "best peer",
+            "its error",
+            "bk-smooth",
+            "bk-radial",
+            "bk-smooth / best peer",
+            "best bk / best peer",
+        ],
         summary,
     )
     kept = [n for n in notes if any(k in n for k in ("lsqr", "tikhonov", "failed"))]
