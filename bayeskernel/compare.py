@@ -37,7 +37,7 @@ def pointwise_log_likelihood(posterior: KernelPosterior, max_draws: int = 200) -
     """
     if posterior.image is None or posterior.observed is None:
         raise ValueError("posterior carries no data (image/observed); refit with bayeskernel.fit")
-    step = max(1, int(np.ceil(posterior.num_draws / max_draws)))
+    step = _thinning(posterior, max_draws)
     kernels = posterior.kernel_draws[:, ::step]
     sigmas = posterior.noise_sigma_draws[:, ::step]
     chains, draws = kernels.shape[:2]
@@ -51,6 +51,11 @@ def pointwise_log_likelihood(posterior: KernelPosterior, max_draws: int = 200) -
         for a, b in zip(images, observeds, strict=True)
     ]
     return np.concatenate(parts, axis=1).reshape(chains, draws, -1)
+
+
+def _thinning(posterior: KernelPosterior, max_draws: int) -> int:
+    """Step that keeps at most ``max_draws`` draws per chain."""
+    return max(1, int(np.ceil(posterior.num_draws / max_draws)))
 
 
 def _pair_log_likelihood(image, observed, posterior, kernels, sigmas) -> np.ndarray:
@@ -124,9 +129,7 @@ def compare(posteriors: Mapping[str, KernelPosterior], *, max_draws: int = 200):
         log_lik = pointwise_log_likelihood(posterior, max_draws=max_draws)
         idatas[name] = az.from_dict(
             posterior={
-                "noise_sigma": posterior.noise_sigma_draws[
-                    :, :: max(1, int(np.ceil(posterior.num_draws / max_draws)))
-                ]
+                "noise_sigma": posterior.noise_sigma_draws[:, :: _thinning(posterior, max_draws)]
             },
             log_likelihood={"B": log_lik},
         )

@@ -8,7 +8,7 @@ import numpy as np
 
 from bayeskernel.priors import LinearGaussianPrior
 
-__all__ = ["constant_draws", "kernels_from_sites", "latent_to_kernels"]
+__all__ = ["assemble_draws", "constant_draws", "kernels_from_sites", "latent_to_kernels"]
 
 # Kernels are made from latent draws in batches of this many to bound memory.
 _BATCH = 64
@@ -68,3 +68,33 @@ def kernels_from_sites(prior, scales, samples: dict, dtype=np.float32) -> np.nda
         block = {k: jnp.asarray(v[start : start + _BATCH]) for k, v in flat.items()}
         out[start : start + _BATCH] = np.asarray(replay(block))
     return out.reshape((chains, draws) + tuple(prior.kernel_shape))
+
+
+def assemble_draws(prior, scales, samples, noise_sigma, kernel_scale, centered, dtype):
+    """Kernel draws, scale, noise sd and named parameters from raw site draws.
+
+    Shared by NUTS and SVI. For general priors the "kernel scale" reported is
+    the prior's own ``kernel_scale`` site when it has one, else the
+    root-mean-square entry of each draw (the meaning it has for Gaussian
+    priors); the prior's other sites are kept as named parameters.
+    """
+    first = next(iter(samples.values()))
+    chains, draws = first.shape[:2]
+    sigma = samples.get("noise_sigma", constant_draws(noise_sigma or 0.0, chains, draws))
+    if isinstance(prior, LinearGaussianPrior):
+        scale = samples.get("kernel_scale", constant_draws(kernel_scale or 0.0, chains, draws))
+        kernels = latent_to_kernels(
+            prior, samples["kernel_latent"], None if centered else scale, dtype=dtype
+        )
+        return kernels, scale, sigma, {}
+    kernels = kernels_from_sites(prior, scales, samples, dtype=dtype)
+    scale = samples.get("kernel_scale")
+    if scale is None:
+        scale = np.sqrt(np.mean(kernels.astype(np.float64) ** 2, axis=(2, 3)))
+    # Scalar sites are named parameters; vector sites (e.g. centre_offset) keep
+    # their last axis. Latent vectors of whitened profiles are left out.
+    parameters = {
+        k: v for k, v in samples.items()
+        if k not in ("noise_sigma", "kernel_scale", "kernel_latent") and v.ndim <= 3
+    }  # fmt: skip
+    return kernels, scale, sigma, parameters

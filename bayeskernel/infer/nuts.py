@@ -10,10 +10,10 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from bayeskernel.forward import ConvolutionOperator
-from bayeskernel.infer.common import constant_draws, kernels_from_sites, latent_to_kernels
+from bayeskernel.infer.common import assemble_draws
 from bayeskernel.model import HyperScales, kernel_model
 from bayeskernel.posterior import KernelPosterior
-from bayeskernel.priors import KernelPrior, LinearGaussianPrior
+from bayeskernel.priors import KernelPrior
 
 __all__ = ["run_nuts"]
 
@@ -72,7 +72,7 @@ def run_nuts(
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     # After np.asarray: JAX dispatches asynchronously, so the run may not be over before.
     seconds = time.perf_counter() - start
-    kernels, scale, sigma, parameters = _assemble(
+    kernels, scale, sigma, parameters = assemble_draws(
         prior, scales, samples, noise_sigma, kernel_scale, centered, draws_dtype
     )
     return KernelPosterior(
@@ -91,33 +91,3 @@ def run_nuts(
         sample_stats={"diverging": extra["diverging"], "n_steps": extra["num_steps"]},
         parameter_draws=parameters,
     )
-
-
-def _assemble(prior, scales, samples, noise_sigma, kernel_scale, centered, dtype):
-    """Kernel draws, scale, noise sd and named parameters from raw site draws.
-
-    Shared by NUTS and SVI. For general priors the "kernel scale" reported is
-    the prior's own ``kernel_scale`` site when it has one, else the
-    root-mean-square entry of each draw (the meaning it has for Gaussian
-    priors); the prior's other sites are kept as named parameters.
-    """
-    first = next(iter(samples.values()))
-    chains, draws = first.shape[:2]
-    sigma = samples.get("noise_sigma", constant_draws(noise_sigma or 0.0, chains, draws))
-    if isinstance(prior, LinearGaussianPrior):
-        scale = samples.get("kernel_scale", constant_draws(kernel_scale or 0.0, chains, draws))
-        kernels = latent_to_kernels(
-            prior, samples["kernel_latent"], None if centered else scale, dtype=dtype
-        )
-        return kernels, scale, sigma, {}
-    kernels = kernels_from_sites(prior, scales, samples, dtype=dtype)
-    scale = samples.get("kernel_scale")
-    if scale is None:
-        scale = np.sqrt(np.mean(kernels.astype(np.float64) ** 2, axis=(2, 3)))
-    # Scalar sites are named parameters; vector sites (e.g. centre_offset) keep
-    # their last axis. Latent vectors of whitened profiles are left out.
-    parameters = {
-        k: v for k, v in samples.items()
-        if k not in ("noise_sigma", "kernel_scale", "kernel_latent") and v.ndim <= 3
-    }  # fmt: skip
-    return kernels, scale, sigma, parameters

@@ -12,7 +12,7 @@ from numpyro.infer.autoguide import AutoLowRankMultivariateNormal
 from numpyro.optim import Adam
 
 from bayeskernel.forward import ConvolutionOperator
-from bayeskernel.infer.nuts import _assemble
+from bayeskernel.infer.common import assemble_draws
 from bayeskernel.model import HyperScales, kernel_model
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior
@@ -64,7 +64,7 @@ def run_svi(
     draws = guide.sample_posterior(draw_key, result.params, sample_shape=(1, num_samples))
     draws = {k: np.asarray(v) for k, v in draws.items()}
     seconds = time.perf_counter() - start  # after np.asarray: JAX runs asynchronously
-    kernels, scale, sigma, parameters = _assemble(
+    kernels, scale, sigma, parameters = assemble_draws(
         prior, scales, draws, noise_sigma, kernel_scale, centered, draws_dtype
     )
     losses = np.asarray(result.losses)
