@@ -10,6 +10,7 @@ import numpy as np
 
 from bayeskernel._validation import check_fit_inputs
 from bayeskernel.forward import make_operator
+from bayeskernel.infer.collapsed import SOLVERS
 from bayeskernel.model import default_hyper_scales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
@@ -35,6 +36,7 @@ def fit(
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
     centered: bool | None = None,
+    solver: Literal["auto", "dense", "krylov"] = "auto",
     seed: int | jax.Array = 0,
     progress_bar: bool = True,
     draws_dtype=np.float32,
@@ -74,6 +76,12 @@ def fit(
     centered : bool, optional
         Parameterisation for NUTS/SVI; default: centred when there are at
         least as many observed pixels as kernel entries.
+    solver : {'auto', 'dense', 'krylov'}
+        Linear algebra of ``'exact'`` and ``'map'``: ``'dense'`` eigendecomposes
+        the smaller of ``W^T W`` and ``W W^T`` (exact to rounding); ``'krylov'``
+        is matrix-free (Lanczos quadrature for the marginal likelihood, conjugate
+        gradients for the draws, tolerances reported in ``diagnostics``).
+        ``'auto'``: dense up to 5,000 unknowns in the smaller space.
     seed : int or jax PRNGKey
         Same seed, same result.
     progress_bar : bool
@@ -91,6 +99,8 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -149,12 +159,12 @@ def fit(
                 num_steps=num_steps, num_samples=num_samples, centered=centered, **common,
             )  # fmt: skip
         else:
-            from bayeskernel.infer.exact import run_exact
+            from bayeskernel.infer.collapsed import run_exact
 
             posterior = run_exact(
                 operator, prior, scales, data, rng_key,
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                optimise=(method == "map"), **common,
+                optimise=(method == "map"), solver=solver, **common,
             )  # fmt: skip
     restored = [(a, b if m is None else np.where(m, b, np.nan)) for a, b, _, m in pairs]
     if len(restored) == 1:

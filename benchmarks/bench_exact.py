@@ -59,9 +59,13 @@ def child_fit(config: dict) -> dict:
     kshape = case.kernel.shape
     central = (kshape[0] + 1) // 2 - (1 if ((kshape[0] + 1) // 2) % 2 == 0 else 0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kwargs = dict(num_samples=200, seed=0, progress_bar=False)
+    kwargs = dict(num_samples=200, seed=0, progress_bar=False, solver=config["solver"])
     if config["method"] == "exact":
         kwargs.update(num_warmup=200, num_chains=config["num_chains"])
+        if config["solver"] == "krylov":
+            # 2 x 100 draws: each Krylov draw is a CG solve (~30 products), so
+            # draws, not warmup, set the cost; 200 draws give ESS ~200.
+            kwargs.update(num_samples=100)
     start = time.perf_counter()
     post = bk.fit(case.A, case.B, kshape, method=config["method"], **kwargs)
     seconds = time.perf_counter() - start
@@ -87,7 +91,11 @@ def child_fit(config: dict) -> dict:
         seconds_hyperparameters=diag.get("seconds_hyperparameters"),
         seconds_kernel_draws=diag.get("seconds_kernel_draws"),
         space=diag.get("space"),
+        solver=diag.get("solver"),
         dense_size=diag.get("dense_size"),
+        cg_iterations_mean=diag.get("cg_iterations_mean"),
+        cg_max_residual=diag.get("cg_max_residual"),
+        logdet_shift_in_sd=diag.get("logdet_shift_in_sd"),
         base_rss_mb=base_rss / 1024,
         peak_rss_mb=peak_rss / 1024,
         noise=post.noise_sigma,
@@ -161,6 +169,70 @@ def child_breakdown(quick: bool) -> dict:
     )
 
 
+def child_cg(quick: bool) -> dict:
+    """CG iterations per Krylov draw with and without the deflation preconditioner.
+
+    At the type-II ML hyperparameters of the smooth prior (``method='map'``,
+    ``solver='krylov'``), 8 draws each way, relative tolerance ``CG_RTOL``.
+    """
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    import bayeskernel as bk
+    from bayeskernel.forward import make_operator
+    from bayeskernel.infer import krylov
+    from bayeskernel.infer.exact import whitened_operator
+    from bayeskernel.priors import resolve_prior
+
+    if quick:
+        case = bk.motivating_case(40)
+    else:
+        from bayeskernel.datasets import motivating_example
+
+        case = motivating_example()
+    kshape = case.kernel.shape
+    fitted = bk.fit(case.A, case.B, kshape, method="map", solver="krylov", num_samples=8)
+    sigma, scale = fitted.noise_sigma, float(fitted.kernel_scale_draws[0, 0])
+    rows = []
+    with jax.enable_x64(True):
+        whitened = whitened_operator(
+            make_operator(case.A, kshape, "same"), resolve_prior("smooth", kshape), None
+        )
+        data = jnp.asarray(case.B.ravel())
+        start = time.perf_counter()
+        summary = krylov.krylov_summary(whitened, data, jax.random.PRNGKey(0))
+        seconds_summary = time.perf_counter() - start
+        for deflate in (True, False):
+            for _ in range(2):  # the second call is timed (the first compiles)
+                start = time.perf_counter()
+                _, count, residual = krylov.krylov_draws(
+                    jax.random.PRNGKey(1), summary, whitened, data,
+                    jnp.full(8, sigma), jnp.full(8, scale), deflate=deflate,
+                )  # fmt: skip
+                count.block_until_ready()
+            rows.append(
+                dict(
+                    preconditioner=f"deflation ({summary.ritz_values.size} Ritz pairs)"
+                    if deflate
+                    else "none",
+                    iterations_mean=float(count.mean()),
+                    iterations_max=int(count.max()),
+                    max_residual=float(residual.max()),
+                    seconds_per_draw=(time.perf_counter() - start) / 8,
+                )
+            )
+    return dict(
+        rows=rows,
+        sigma=sigma,
+        scale=scale,
+        seconds_summary=seconds_summary,
+        rtol=krylov.CG_RTOL,
+        loadavg_end=os.getloadavg()[0],
+    )
+
+
 def child_eigh(n: int, repeats: int) -> dict:
     """Time ``eigh(driver='evd')`` on a random SPD matrix (threads set by the parent)."""
     import time
@@ -209,14 +281,17 @@ def main(argv=None) -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--eigh", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cg", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-cg", action="store_true", help="skip the CG iteration comparison")
     parser.add_argument(
         "--skip-breakdown", action="store_true", help="skip the Gram/eigh split of decompose"
     )
     parser.add_argument("--repeats", type=int, default=2, help="eigh repeats per setting")
     parser.add_argument(
         "--configs",
-        default="map,exact1,exact2",
-        help="comma-separated fits to run: map, exact1 (1 chain), exact2 (2 chains)",
+        default="kmap,kexact2",
+        help="comma-separated fits: map, exact1, exact2 (dense solver; 1 or 2 chains), "
+        "kmap, kexact2 (Krylov solver)",
     )
     parser.add_argument(
         "--threads",
@@ -242,6 +317,9 @@ def main(argv=None) -> None:
     if args.eigh:
         print("RESULT " + json.dumps(child_eigh(args.eigh, args.repeats)), flush=True)
         return
+    if args.cg:
+        print("RESULT " + json.dumps(child_cg(args.quick)), flush=True)
+        return
 
     import numpy  # noqa: F401  (versions for machine_info)
     import scipy  # noqa: F401
@@ -255,9 +333,11 @@ def main(argv=None) -> None:
 
     if not args.skip_fits:
         known = {
-            "map": dict(method="map", num_chains=1),
-            "exact1": dict(method="exact", num_chains=1),
-            "exact2": dict(method="exact", num_chains=2),
+            "map": dict(method="map", num_chains=1, solver="dense"),
+            "exact1": dict(method="exact", num_chains=1, solver="dense"),
+            "exact2": dict(method="exact", num_chains=2, solver="dense"),
+            "kmap": dict(method="map", num_chains=1, solver="krylov"),
+            "kexact2": dict(method="exact", num_chains=2, solver="krylov"),
         }
         configs = [known[name] for name in args.configs.split(",")]
         fit_env = dict(os.environ)
@@ -274,12 +354,14 @@ def main(argv=None) -> None:
         r0 = results[0]
         report.note(
             f"Case: {r0['image']} image, {r0['kernel']} kernel, noise sd {r0['noise_true']}, "
-            f"mode 'same'; dense eigenproblem in {r0['space']} space, size {r0['dense_size']}. "
-            "200 draws per chain; exact: 200 warmup. "
+            f"mode 'same', prior 'smooth'; solved in {r0['space']} space. "
+            "Dense solver: 200 draws per chain; Krylov solver: 100 draws per chain; "
+            "exact: 200 warmup. "
             f"OPENBLAS_NUM_THREADS in the fit subprocesses: {threads_label}."
         )
         label = [
-            f"{r['method']}" + (f" x{r['num_chains']} chain(s)" if r["method"] == "exact" else "")
+            f"{r['method']} {r['solver']}"
+            + (f" x{r['num_chains']} chain(s)" if r["method"] == "exact" else "")
             for r in results
         ]
         report.table(
@@ -292,6 +374,9 @@ def main(argv=None) -> None:
                 "kernel draws",
                 "peak RSS (MB)",
                 "RSS before fit (MB)",
+                "CG its/draw",
+                "CG max residual",
+                "logdet shift (sd)",
                 "load at end",
             ],
             [
@@ -303,6 +388,9 @@ def main(argv=None) -> None:
                     r["seconds_kernel_draws"],
                     r["peak_rss_mb"],
                     r["base_rss_mb"],
+                    r["cg_iterations_mean"],
+                    r["cg_max_residual"],
+                    r["logdet_shift_in_sd"],
                     r["loadavg_end"],
                 ]
                 for lab, r in zip(label, results)
@@ -346,6 +434,26 @@ def main(argv=None) -> None:
                     r["ess_median"] / r["seconds"],
                 ]
                 for lab, r in zip(label, results)
+            ],
+        )
+
+    if not args.skip_cg:
+        print("  CG iterations with and without the preconditioner ...", file=sys.stderr)
+        r = spawn(["--cg"] + (["--quick"] if args.quick else []))
+        report.table(
+            f"Krylov draws: CG iterations per draw at the type-II ML hyperparameters "
+            f"(sigma {r['sigma']:.4f}, s {r['scale']:.4g}), 8 draws, relative tolerance "
+            f"{r['rtol']:g}; Lanczos summary {r['seconds_summary']:.1f} s",
+            ["preconditioner", "iterations mean", "iterations max", "max residual", "s/draw"],
+            [
+                [
+                    x["preconditioner"],
+                    x["iterations_mean"],
+                    x["iterations_max"],
+                    x["max_residual"],
+                    x["seconds_per_draw"],
+                ]
+                for x in r["rows"]
             ],
         )
 

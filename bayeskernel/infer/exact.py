@@ -14,12 +14,13 @@ whichever is smaller, makes everything else cheap:
   independent Gaussians, in data space by Matheron's rule
   ``z = z0 + s W^T (sigma^2 I + s^2 W W^T)^{-1} (B - s W z0 - e)``.
 
-No iterative solver, so no tolerance: the draws are exact to rounding.
+No iterative solver, so no tolerance: the draws are exact to rounding. The
+matrix-free twin for larger problems is :mod:`bayeskernel.infer.krylov`; both
+are driven by :func:`bayeskernel.infer.collapsed.run_exact`.
 """
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import NamedTuple
 
@@ -27,13 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-import scipy.optimize
-from numpyro.infer import MCMC, NUTS
 
 from bayeskernel.forward import ConvolutionOperator
-from bayeskernel.infer.common import constant_draws
-from bayeskernel.model import HyperScales, collapsed_model
-from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import LinearGaussianPrior
 
 __all__ = [
@@ -42,7 +38,6 @@ __all__ = [
     "conditional_draws",
     "decompose",
     "log_marginal_likelihood",
-    "run_exact",
 ]
 
 # Largest dense eigenproblem we attempt: 16,000^2 float64 is 2 GB and about
@@ -50,8 +45,6 @@ __all__ = [
 DENSE_LIMIT = 16_000
 # Columns of the Gram matrix built per batched operator call (memory vs speed).
 _GRAM_BATCH = 128
-# Kernel draws made per batched call.
-_DRAW_BATCH = 64
 
 
 class WhitenedOperator(NamedTuple):
@@ -261,156 +254,3 @@ def conditional_draws(
     residual = flat - scale * whitened.apply(z0) - noise
     weights = (residual @ basis) / (sigma2 + scale**2 * g)
     return z0 + scale * whitened.transpose(weights @ basis.T)
-
-
-def _optimise_hyperparameters(spectrum: Spectrum, scales: HyperScales, fixed: dict) -> dict:
-    """Type-II maximum likelihood of the free hyperparameters (log scale, L-BFGS)."""
-    names = [k for k in ("noise_sigma", "kernel_scale") if fixed[k] is None]
-
-    def unpack(x):
-        values = dict(fixed)
-        values.update({k: jnp.exp(x[i]) for i, k in enumerate(names)})
-        return values
-
-    def objective(x):
-        v = unpack(x)
-        return -log_marginal_likelihood(spectrum, v["noise_sigma"], v["kernel_scale"])
-
-    value_and_grad = jax.jit(jax.value_and_grad(objective))
-    reference = {"noise_sigma": scales.noise, "kernel_scale": scales.kernel}
-    best = None
-    # A small grid of starts guards against the (rare) second mode in which the
-    # kernel absorbs the noise.
-    for factor in (0.1, 1.0, 10.0):
-        x0 = np.log([reference[k] * (factor if k == "noise_sigma" else 1 / factor) for k in names])
-        result = scipy.optimize.minimize(
-            lambda x: tuple(np.asarray(t, dtype=float) for t in value_and_grad(jnp.asarray(x))),
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-        )
-        if best is None or result.fun < best.fun:
-            best = result
-    return {k: float(v) for k, v in unpack(best.x).items()}
-
-
-def run_exact(
-    operator: ConvolutionOperator,
-    prior: LinearGaussianPrior,
-    scales: HyperScales,
-    observed: jax.Array,
-    rng_key: jax.Array,
-    *,
-    mask: jax.Array | None = None,
-    num_warmup: int = 500,
-    num_samples: int = 500,
-    num_chains: int = 2,
-    noise_sigma: float | None = None,
-    kernel_scale: float | None = None,
-    optimise: bool = False,
-    progress_bar: bool = True,
-    draws_dtype=np.float32,
-) -> KernelPosterior:
-    """Collapsed-hyperparameter posterior with exact kernel draws.
-
-    ``optimise=False``: NUTS on the marginal posterior of ``(sigma, s)`` (the
-    NumPyro model :func:`bayeskernel.model.collapsed_model`), then one exact
-    kernel draw per hyperparameter draw. ``optimise=True`` (``method='map'``):
-    type-II maximum likelihood for ``(sigma, s)``, then ``num_samples`` exact
-    draws at those values (intervals that ignore hyperparameter uncertainty).
-    """
-    timings = {}
-    start = time.perf_counter()
-    whitened = whitened_operator(operator, prior, mask)
-    flat = observed_vector(observed, mask)
-    spectrum = decompose(whitened, flat)
-    timings["seconds_decomposition"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    fixed = {"noise_sigma": noise_sigma, "kernel_scale": kernel_scale}
-    sample_stats = {}
-    if optimise or (noise_sigma is not None and kernel_scale is not None):
-        values = _optimise_hyperparameters(spectrum, scales, fixed) if optimise else fixed
-        num_chains = 1
-        sigma = constant_draws(values["noise_sigma"], 1, num_samples)
-        scale = constant_draws(values["kernel_scale"], 1, num_samples)
-    else:
-        model = partial(
-            collapsed_model,
-            partial(log_marginal_likelihood, spectrum),
-            scales,
-            noise_sigma=noise_sigma,
-            kernel_scale=kernel_scale,
-        )
-        mcmc = MCMC(
-            NUTS(model),
-            num_warmup=num_warmup,
-            num_samples=num_samples,
-            num_chains=num_chains,
-            chain_method="sequential",
-            progress_bar=progress_bar,
-        )
-        rng_key, mcmc_key = jax.random.split(rng_key)
-        mcmc.run(mcmc_key, extra_fields=("diverging",))
-        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        sample_stats["diverging"] = np.asarray(
-            mcmc.get_extra_fields(group_by_chain=True)["diverging"]
-        )
-        sigma = samples.get(
-            "noise_sigma", constant_draws(noise_sigma or 0, num_chains, num_samples)
-        )
-        scale = samples.get(
-            "kernel_scale", constant_draws(kernel_scale or 0, num_chains, num_samples)
-        )
-    timings["seconds_hyperparameters"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    kernels = _kernel_draws(rng_key, spectrum, whitened, flat, prior, sigma, scale, draws_dtype)
-    timings["seconds_kernel_draws"] = time.perf_counter() - start
-    timings["seconds"] = sum(timings.values())
-    return KernelPosterior(
-        kernel_draws=kernels,
-        noise_sigma_draws=sigma,
-        kernel_scale_draws=scale,
-        method="map" if optimise else "exact",
-        prior=prior.name,
-        mode=(operator[0] if isinstance(operator, tuple) else operator).mode,
-        diagnostics={
-            **timings,
-            "space": spectrum.space,
-            "rank": int(np.sum(spectrum.eigenvalues > spectrum.eigenvalues.max() * 1e-12)),
-            "dense_size": int(spectrum.eigenvalues.shape[0]),
-        },
-        sample_stats=sample_stats,
-    )
-
-
-def _kernel_draws(rng_key, spectrum, whitened, flat, prior, sigma, scale, dtype) -> np.ndarray:
-    """One exact kernel draw per ``(chain, draw)`` hyperparameter pair, batched."""
-    chains, draws = sigma.shape
-    sigma_flat, scale_flat = sigma.reshape(-1), scale.reshape(-1)
-    out = np.empty((chains * draws,) + tuple(prior.kernel_shape), dtype=dtype)
-
-    # Large arrays travel as jit arguments rather than compiled-in constants.
-    arrays = (spectrum.basis, spectrum.eigenvalues, spectrum.latent_projection, flat)
-
-    @jax.jit
-    def draw_block(key, sig, sca, arrays):
-        basis, eigenvalues, latent_projection, data = arrays
-        local = spectrum._replace(
-            basis=basis, eigenvalues=eigenvalues, latent_projection=latent_projection
-        )
-        latent = conditional_draws(key, local, whitened, data, sig, sca)
-        return sca[:, None, None] * prior.to_kernel(latent)
-
-    keys = jax.random.split(rng_key, (chains * draws + _DRAW_BATCH - 1) // _DRAW_BATCH)
-    for i, start in enumerate(range(0, chains * draws, _DRAW_BATCH)):
-        stop = min(chains * draws, start + _DRAW_BATCH)
-        block = draw_block(
-            keys[i],
-            jnp.asarray(sigma_flat[start:stop]),
-            jnp.asarray(scale_flat[start:stop]),
-            arrays,
-        )
-        out[start:stop] = np.asarray(block)
-    return out.reshape((chains, draws) + tuple(prior.kernel_shape))

@@ -1,0 +1,280 @@
+"""The exact route: hyperparameters from their collapsed posterior, exact kernel draws.
+
+Two backends give the same answer (to a reported tolerance):
+
+* ``solver='dense'`` (:mod:`bayeskernel.infer.exact`): one dense
+  eigendecomposition of ``W^T W`` or ``W W^T``; exact to rounding.
+* ``solver='krylov'`` (:mod:`bayeskernel.infer.krylov`): matrix-free Lanczos
+  quadratures for the marginal likelihood and conjugate-gradient
+  perturbation-optimisation for the draws; for ``min(n, p)`` beyond a few
+  thousand, where the dense eigendecomposition's ``O(r^3)`` dominates.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+from numpyro.infer import MCMC, NUTS
+
+from bayeskernel.forward import ConvolutionOperator
+from bayeskernel.infer.common import constant_draws
+from bayeskernel.infer.exact import (
+    DENSE_LIMIT,
+    conditional_draws,
+    decompose,
+    log_marginal_likelihood,
+    observed_vector,
+    whitened_operator,
+)
+from bayeskernel.infer.krylov import (
+    krylov_draws,
+    krylov_log_marginal_likelihood,
+    krylov_summary,
+    log_det_error,
+)
+from bayeskernel.model import HyperScales, collapsed_model
+from bayeskernel.posterior import KernelPosterior
+from bayeskernel.priors import LinearGaussianPrior
+
+__all__ = ["SOLVERS", "run_exact"]
+
+SOLVERS = ("auto", "dense", "krylov")
+# 'auto' goes matrix-free above this many unknowns in the smaller space. The
+# dense route costs r matrix-vector products plus an O(r^3) eigendecomposition;
+# the Krylov route about 2,000 products plus ~30 per kernel draw
+# (benchmarks/bench_krylov.py measures the crossover).
+DENSE_AUTO_LIMIT = 5_000
+# Kernel draws made per batched call.
+_DRAW_BATCH = 64
+# NUTS on the two hyperparameters keeps every third draw: hyperparameter draws
+# cost microseconds, kernel draws (one per kept pair) do not, so thinning buys
+# nearly independent pairs (ESS ~ draws) for almost nothing.
+HYPER_THINNING = 3
+
+
+def choose_solver(solver: str, num_latent: int, num_observed: int) -> str:
+    """Resolve ``solver='auto'`` from the problem size."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    size = min(num_latent, num_observed)
+    if solver == "dense" and size > DENSE_LIMIT:
+        raise MemoryError(
+            f"solver='dense' needs a dense {size}x{size} eigendecomposition "
+            f"(limit {DENSE_LIMIT}); use solver='krylov' (or 'auto')"
+        )
+    if solver == "auto":
+        return "dense" if size <= DENSE_AUTO_LIMIT else "krylov"
+    return solver
+
+
+def run_exact(
+    operator: ConvolutionOperator | tuple,
+    prior: LinearGaussianPrior,
+    scales: HyperScales,
+    observed,
+    rng_key: jax.Array,
+    *,
+    mask=None,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 2,
+    noise_sigma: float | None = None,
+    kernel_scale: float | None = None,
+    optimise: bool = False,
+    solver: str = "auto",
+    progress_bar: bool = True,
+    draws_dtype=np.float32,
+) -> KernelPosterior:
+    """Collapsed-hyperparameter posterior with exact kernel draws.
+
+    ``optimise=False``: NUTS on the marginal posterior of ``(sigma, s)`` (the
+    NumPyro model :func:`bayeskernel.model.collapsed_model`), then one exact
+    kernel draw per hyperparameter draw. ``optimise=True`` (``method='map'``):
+    type-II maximum likelihood for ``(sigma, s)``, then ``num_samples`` exact
+    draws at those values (intervals that ignore hyperparameter uncertainty).
+    """
+    timings = {}
+    start = time.perf_counter()
+    whitened = whitened_operator(operator, prior, mask)
+    flat = observed_vector(observed, mask)
+    solver = choose_solver(solver, whitened.num_latent, whitened.num_observed)
+    rng_key, probe_key = jax.random.split(rng_key)
+    if solver == "dense":
+        summary = decompose(whitened, flat)
+        log_likelihood = partial(log_marginal_likelihood, summary)
+    else:
+        summary = krylov_summary(whitened, flat, probe_key)
+        log_likelihood = partial(krylov_log_marginal_likelihood, summary)
+    timings["seconds_decomposition"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    fixed = {"noise_sigma": noise_sigma, "kernel_scale": kernel_scale}
+    sample_stats = {}
+    if optimise or (noise_sigma is not None and kernel_scale is not None):
+        values = _optimise_hyperparameters(log_likelihood, scales, fixed) if optimise else fixed
+        num_chains = 1
+        sigma = constant_draws(values["noise_sigma"], 1, num_samples)
+        scale = constant_draws(values["kernel_scale"], 1, num_samples)
+    else:
+        model = partial(
+            collapsed_model,
+            log_likelihood,
+            scales,
+            noise_sigma=noise_sigma,
+            kernel_scale=kernel_scale,
+        )
+        mcmc = MCMC(
+            NUTS(model),
+            num_warmup=num_warmup,
+            num_samples=num_samples * HYPER_THINNING,
+            thinning=HYPER_THINNING,
+            num_chains=num_chains,
+            chain_method="sequential",
+            progress_bar=progress_bar,
+        )
+        rng_key, mcmc_key = jax.random.split(rng_key)
+        mcmc.run(mcmc_key, extra_fields=("diverging",))
+        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        sample_stats["diverging"] = np.asarray(
+            mcmc.get_extra_fields(group_by_chain=True)["diverging"]
+        )
+        sigma = samples.get(
+            "noise_sigma", constant_draws(noise_sigma or 0, num_chains, num_samples)
+        )
+        scale = samples.get(
+            "kernel_scale", constant_draws(kernel_scale or 0, num_chains, num_samples)
+        )
+    timings["seconds_hyperparameters"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if solver == "dense":
+        arrays = (summary.basis, summary.eigenvalues, summary.latent_projection, flat)
+
+        def draw_latent(key, sig, sca, arrays):
+            basis, eigenvalues, latent_projection, data = arrays
+            local = summary._replace(
+                basis=basis, eigenvalues=eigenvalues, latent_projection=latent_projection
+            )
+            return conditional_draws(key, local, whitened, data, sig, sca), {}
+    else:
+        arrays = (summary.ritz_values, summary.ritz_vectors, flat)
+
+        def draw_latent(key, sig, sca, arrays):
+            values, vectors, data = arrays
+            local = summary._replace(ritz_values=values, ritz_vectors=vectors)
+            latent, count, residual = krylov_draws(key, local, whitened, data, sig, sca)
+            return latent, {"iterations": count, "residual": residual}
+
+    kernels, stats = _kernel_draws(rng_key, draw_latent, arrays, prior, sigma, scale, draws_dtype)
+    timings["seconds_kernel_draws"] = time.perf_counter() - start
+    timings["seconds"] = sum(timings.values())
+
+    diagnostics = {**timings, "solver": solver, "space": summary.space}
+    if solver == "dense":
+        diagnostics["rank"] = int(np.sum(summary.eigenvalues > summary.eigenvalues.max() * 1e-12))
+        diagnostics["dense_size"] = int(summary.eigenvalues.shape[0])
+    else:
+        diagnostics.update(_krylov_diagnostics(summary, stats, sigma, scale))
+    return KernelPosterior(
+        kernel_draws=kernels,
+        noise_sigma_draws=sigma,
+        kernel_scale_draws=scale,
+        method="map" if optimise else "exact",
+        prior=prior.name,
+        mode=(operator[0] if isinstance(operator, tuple) else operator).mode,
+        diagnostics=diagnostics,
+        sample_stats=sample_stats,
+    )
+
+
+def _optimise_hyperparameters(log_likelihood, scales: HyperScales, fixed: dict) -> dict:
+    """Type-II maximum likelihood of the free hyperparameters (log scale, L-BFGS).
+
+    ``log_likelihood(noise_sigma, kernel_scale)`` is the collapsed marginal likelihood.
+    """
+    names = [k for k in ("noise_sigma", "kernel_scale") if fixed[k] is None]
+
+    def unpack(x):
+        values = dict(fixed)
+        values.update({k: jnp.exp(x[i]) for i, k in enumerate(names)})
+        return values
+
+    def objective(x):
+        v = unpack(x)
+        return -log_likelihood(v["noise_sigma"], v["kernel_scale"])
+
+    value_and_grad = jax.jit(jax.value_and_grad(objective))
+    reference = {"noise_sigma": scales.noise, "kernel_scale": scales.kernel}
+    best = None
+    # A small grid of starts guards against the (rare) second mode in which the
+    # kernel absorbs the noise.
+    for factor in (0.1, 1.0, 10.0):
+        x0 = np.log([reference[k] * (factor if k == "noise_sigma" else 1 / factor) for k in names])
+        result = scipy.optimize.minimize(
+            lambda x: tuple(np.asarray(t, dtype=float) for t in value_and_grad(jnp.asarray(x))),
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+        )
+        if best is None or result.fun < best.fun:
+            best = result
+    return {k: float(v) for k, v in unpack(best.x).items()}
+
+
+def _kernel_draws(rng_key, draw_latent, arrays, prior, sigma, scale, dtype):
+    """One exact kernel draw per ``(chain, draw)`` hyperparameter pair, batched.
+
+    Returns the kernels and the per-draw solver statistics (empty for 'dense').
+    """
+    chains, draws = sigma.shape
+    total = chains * draws
+    sigma_flat, scale_flat = sigma.reshape(-1), scale.reshape(-1)
+    out = np.empty((total,) + tuple(prior.kernel_shape), dtype=dtype)
+
+    # Large arrays travel as jit arguments rather than compiled-in constants.
+    @jax.jit
+    def draw_block(key, sig, sca, arrays):
+        latent, stats = draw_latent(key, sig, sca, arrays)
+        return sca[:, None, None] * prior.to_kernel(latent), stats
+
+    stats = []
+    keys = jax.random.split(rng_key, (total + _DRAW_BATCH - 1) // _DRAW_BATCH)
+    for i, start in enumerate(range(0, total, _DRAW_BATCH)):
+        stop = min(total, start + _DRAW_BATCH)
+        block, block_stats = draw_block(
+            keys[i], jnp.asarray(sigma_flat[start:stop]), jnp.asarray(scale_flat[start:stop]),
+            arrays,
+        )  # fmt: skip
+        out[start:stop] = np.asarray(block)
+        stats.append({k: np.asarray(v) for k, v in block_stats.items()})
+    merged = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
+    return out.reshape((chains, draws) + tuple(prior.kernel_shape)), merged
+
+
+def _krylov_diagnostics(summary, stats, sigma, scale) -> dict:
+    """Solver statistics of the Krylov route, in the result's diagnostics."""
+    from bayeskernel.infer import krylov
+
+    log_ratio = np.log(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2)
+    errors = log_det_error(summary, float(np.exp(np.median(log_ratio))))
+    spread = float(np.std(log_ratio))
+    return {
+        "lanczos_steps": int(summary.quad_nodes.shape[0]),
+        "slq_probes": int(summary.logdet_nodes.shape[0]),
+        "slq_steps": int(summary.logdet_nodes.shape[1]),
+        "deflation_rank": int(summary.ritz_values.shape[0]),
+        **errors,
+        # The log-determinant's probe error tilts log p by about half its slope
+        # error per unit log t; that moves the posterior of log t by this many
+        # of its own standard deviations (0 when the hyperparameters are fixed).
+        "logdet_shift_in_sd": 0.5 * errors["logdet_slope_stderr"] * spread,
+        "cg_rtol": krylov.CG_RTOL,
+        "cg_iterations_mean": float(np.mean(stats["iterations"])),
+        "cg_iterations_max": int(np.max(stats["iterations"])),
+        "cg_max_residual": float(np.max(stats["residual"])),
+    }
