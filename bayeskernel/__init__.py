@@ -1,6 +1,6 @@
 """bayeskernel: Bayesian estimation of a 2D convolution kernel with honest uncertainty."""
 
-from bayeskernel.api import METHODS, fit
+from bayeskernel.api import METHODS, NotBinaryWarning, PriorDominatedWarning, fit
 from bayeskernel.compare import compare
 from bayeskernel.forward import ConvolutionOperator, convolve, make_operator, output_shape
 from bayeskernel.io import load
@@ -18,6 +18,7 @@ from bayeskernel.priors import (
     SmoothPrior,
 )
 from bayeskernel.simulate import SimulatedCase, make_kernel, motivating_case, simulate
+from bayeskernel.tiles import fit_tiles  # imports dask only when called
 
 __version__ = "0.1.0"
 
@@ -31,7 +32,9 @@ __all__ = [
     "KernelPrior",
     "LinearGaussianPrior",
     "LowRankPrior",
+    "NotBinaryWarning",
     "ParametricPrior",
+    "PriorDominatedWarning",
     "RadialPrior",
     "SimulatedCase",
     "SmoothPrior",
@@ -41,6 +44,7 @@ __all__ = [
     "convolve",
     "coverage",
     "fit",
+    "fit_tiles",
     "load",
     "make_kernel",
     "make_operator",

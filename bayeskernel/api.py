@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import jax
@@ -9,13 +10,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeskernel._validation import check_fit_inputs
+from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.forward import make_operator
-from bayeskernel.infer.collapsed import SOLVERS
+from bayeskernel.infer.collapsed import HYPER_SAMPLERS, SOLVERS
 from bayeskernel.model import default_hyper_scales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
 
-__all__ = ["fit", "METHODS"]
+__all__ = ["fit", "METHODS", "PriorDominatedWarning", "NotBinaryWarning"]
+
+
+class PriorDominatedWarning(UserWarning):
+    """The data determine only a small part of the kernel; the prior decides the rest."""
+
+
+class NotBinaryWarning(UserWarning):
+    """``binary=True`` was given but ``A`` has values other than 0 and 1."""
+
 
 METHODS = ("auto", "exact", "map", "nuts", "svi")
 
@@ -32,11 +43,15 @@ def fit(
     num_warmup: int = 500,
     num_samples: int = 500,
     num_chains: int = 2,
+    thinning: int = 1,
     num_steps: int = 5000,
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
     centered: bool | None = None,
     solver: Literal["auto", "dense", "krylov"] = "auto",
+    hyper_sampler: Literal["auto", "grid", "nuts"] = "auto",
+    noise_per_pair: bool = False,
+    binary: bool = False,
     seed: int | jax.Array = 0,
     progress_bar: bool = True,
     draws_dtype=np.float32,
@@ -69,6 +84,12 @@ def fit(
         ``True`` where ``B`` is observed.
     num_warmup, num_samples, num_chains : int
         Sampler settings (``num_samples`` per chain; SVI draws ``num_samples``).
+    thinning : int
+        Keep every ``thinning``-th draw of a Markov chain (NUTS, and the exact
+        route's hyperparameter chain): the sampler runs ``num_samples *
+        thinning`` iterations and stores ``num_samples`` draws per chain, so
+        memory stays that of ``num_samples``. Ignored where draws are
+        independent (``'map'``, ``'svi'``).
     num_steps : int
         Optimisation steps of SVI.
     noise_sigma, kernel_scale : float, optional
@@ -82,6 +103,20 @@ def fit(
         is matrix-free (Lanczos quadrature for the marginal likelihood, conjugate
         gradients for the draws, tolerances reported in ``diagnostics``).
         ``'auto'``: dense up to 5,000 unknowns in the smaller space.
+    hyper_sampler : {'auto', 'grid', 'nuts'}
+        How ``'exact'`` draws ``(sigma, s)`` from their collapsed posterior:
+        ``'grid'`` tabulates it (two parameters) and draws independently;
+        ``'nuts'`` runs NUTS on the NumPyro model. ``'auto'``: grid when the
+        model has at most two free parameters.
+    noise_per_pair : bool
+        With several image pairs: one noise sd per pair (``noise_sigma_draws``
+        of shape ``(chains, draws, pairs)``) instead of one shared. Needs
+        ``method='nuts'`` or ``'svi'`` (``'auto'`` picks NUTS): the exact route's
+        single eigendecomposition holds for one noise sd only.
+    binary : bool
+        Say that ``A`` is a 0/1 pattern: a :class:`NotBinaryWarning` is given if
+        it is not (an 8-bit image scaled 0..255, interpolation artefacts, a
+        pattern read with the wrong threshold). Any real ``A`` is still fitted.
     seed : int or jax PRNGKey
         Same seed, same result.
     progress_bar : bool
@@ -101,7 +136,13 @@ def fit(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
+    if hyper_sampler not in HYPER_SAMPLERS:
+        raise ValueError(f"hyper_sampler must be one of {HYPER_SAMPLERS}, got {hyper_sampler!r}")
+    for name, value in (
+        ("num_samples", num_samples),
+        ("num_chains", num_chains),
+        ("thinning", thinning),
+    ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     for name, value in (("noise_sigma", noise_sigma), ("kernel_scale", kernel_scale)):
@@ -109,9 +150,23 @@ def fit(
             raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
     pairs = _check_pairs(A, B, kernel_shape, mode, mask)
     kernel_shape = pairs[0][2]
+    if noise_per_pair:
+        if len(pairs) < 2:
+            raise ValueError("noise_per_pair=True needs several image pairs (lists A and B)")
+        if noise_sigma is not None:
+            raise ValueError(
+                "noise_per_pair=True learns each pair's noise sd: leave noise_sigma=None"
+            )
+        if method in ("exact", "map"):
+            raise ValueError(
+                f"noise_per_pair=True needs method='nuts' or 'svi', not {method!r}: the exact "
+                "route integrates the kernel out for one shared noise sd"
+            )
+    if binary:
+        _warn_not_binary([a for a, *_ in pairs])
     prior = resolve_prior(prior, kernel_shape)
     if method == "auto":
-        method = "exact" if prior.linear_gaussian else "nuts"
+        method = "exact" if prior.linear_gaussian and not noise_per_pair else "nuts"
     if method in ("exact", "map") and not prior.linear_gaussian:
         raise ValueError(
             f"method={method!r} needs a linear-Gaussian prior; prior {prior.name!r} is not "
@@ -149,14 +204,15 @@ def fit(
             posterior = run_nuts(
                 operator, prior, scales, data, rng_key,
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                centered=centered, **common,
+                centered=centered, noise_per_pair=noise_per_pair, thinning=thinning, **common,
             )  # fmt: skip
         elif method == "svi":
             from bayeskernel.infer.svi import run_svi
 
             posterior = run_svi(
                 operator, prior, scales, data, rng_key,
-                num_steps=num_steps, num_samples=num_samples, centered=centered, **common,
+                num_steps=num_steps, num_samples=num_samples, centered=centered,
+                noise_per_pair=noise_per_pair, **common,
             )  # fmt: skip
         else:
             from bayeskernel.infer.collapsed import run_exact
@@ -164,8 +220,11 @@ def fit(
             posterior = run_exact(
                 operator, prior, scales, data, rng_key,
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                optimise=(method == "map"), solver=solver, **common,
+                optimise=(method == "map"), solver=solver, thinning=thinning,
+                hyper_sampler=hyper_sampler, **common,
             )  # fmt: skip
+    for text in prior_dominance_warnings(posterior):
+        warnings.warn(PriorDominatedWarning(text), stacklevel=2)
     restored = [(a, b if m is None else np.where(m, b, np.nan)) for a, b, _, m in pairs]
     if len(restored) == 1:
         posterior.image, posterior.observed = restored[0]
@@ -173,6 +232,23 @@ def fit(
         posterior.image = [a for a, _ in restored]
         posterior.observed = [b for _, b in restored]
     return posterior
+
+
+def _warn_not_binary(images: list[np.ndarray]) -> None:
+    for index, a in enumerate(images):
+        other = (a != 0) & (a != 1)
+        if other.any():
+            name = "A" if len(images) == 1 else f"A[{index}]"
+            values = np.unique(a[other])
+            warnings.warn(
+                NotBinaryWarning(
+                    f"{name} was declared binary (binary=True) but {int(other.sum())} of its "
+                    f"{a.size} values are neither 0 nor 1 (e.g. {values[:3].tolist()}, range "
+                    f"{float(a.min()):g}..{float(a.max()):g}); fitting it as given. Rescale "
+                    "or threshold it if it should be a 0/1 pattern."
+                ),
+                stacklevel=3,
+            )
 
 
 def _check_pairs(A, B, kernel_shape, mode, mask):

@@ -42,13 +42,16 @@ def pointwise_log_likelihood(posterior: KernelPosterior, max_draws: int = 200) -
     sigmas = posterior.noise_sigma_draws[:, ::step]
     chains, draws = kernels.shape[:2]
     flat_kernels = kernels.reshape((chains * draws,) + posterior.kernel_shape)
-    flat_sigmas = sigmas.reshape(-1)
     images, observeds = posterior.image, posterior.observed
     if not isinstance(images, list):
         images, observeds = [images], [observeds]
+    # (draws, pairs): the shared noise sd repeated, or each pair's own.
+    flat_sigmas = sigmas.reshape(chains * draws, -1)
     parts = [
-        _pair_log_likelihood(a, b, posterior, flat_kernels, flat_sigmas)
-        for a, b in zip(images, observeds, strict=True)
+        _pair_log_likelihood(
+            a, b, posterior, flat_kernels, flat_sigmas[:, min(i, flat_sigmas.shape[1] - 1)]
+        )
+        for i, (a, b) in enumerate(zip(images, observeds, strict=True))
     ]
     return np.concatenate(parts, axis=1).reshape(chains, draws, -1)
 

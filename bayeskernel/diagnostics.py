@@ -181,7 +181,7 @@ def _residual_warnings(posterior: KernelPosterior) -> list[str]:
         return []
     values = residual[np.isfinite(residual)]
     found = []
-    sigma = posterior.noise_sigma
+    sigma = float(np.mean(posterior.pair_noise_sigma_draws(0)))  # residual() is pair 0's
     if values.size > 1 and sigma > 0:
         ratio = float(np.std(values)) / sigma
         if ratio > _RESIDUAL_RATIO_HIGH:
@@ -211,6 +211,32 @@ def _residual_warnings(posterior: KernelPosterior) -> list[str]:
     return found
 
 
+# Below this fraction of the latent degrees of freedom determined by the data,
+# the prior decides the kernel almost everywhere (the motivating case with the
+# smooth prior: 3,100 of 39,601, i.e. 0.08).
+PRIOR_DOMINATED_FRACTION = 0.1
+
+
+def prior_dominance_warnings(posterior: KernelPosterior) -> list[str]:
+    """Warn when the data determine only a small part of the kernel.
+
+    Uses the effective number of parameters ``sum_j t g_j / (1 + t g_j)`` (the
+    trace of the hat matrix, ``t = s^2 / sigma^2``), which the exact route
+    reports in ``diagnostics['effective_parameters']``.
+    """
+    effective = posterior.diagnostics.get("effective_parameters")
+    total = posterior.diagnostics.get("num_latent")
+    if effective is None or not total or effective >= PRIOR_DOMINATED_FRACTION * total:
+        return []
+    return [
+        f"the data determine only about {effective:.0f} of the kernel's {total} degrees of "
+        f"freedom ({effective / total:.0%}): the prior decides the rest, so there the "
+        "posterior mean and intervals reflect the prior, not the data. Consider a "
+        "structured prior (e.g. prior='radial' or a parametric family; compare them with "
+        "bayeskernel.compare), a smaller kernel_shape, or more image pairs."
+    ]
+
+
 def diagnose(posterior: KernelPosterior) -> list[str]:
     """Plain-English warnings about a posterior, each with what to try.
 
@@ -235,4 +261,5 @@ def diagnose(posterior: KernelPosterior) -> list[str]:
         _convergence_warnings(posterior)
         + _divergence_warnings(posterior)
         + _residual_warnings(posterior)
+        + prior_dominance_warnings(posterior)
     )

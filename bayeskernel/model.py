@@ -64,13 +64,25 @@ def sample_hyperparameters(
     *,
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
+    num_noise: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Sample (or hold fixed, when given) the kernel scale and the noise sd."""
+    """Sample (or hold fixed, when given) the kernel scale and the noise sd.
+
+    ``num_noise``: one noise sd per image pair (a vector site) instead of one.
+    """
     if kernel_scale is None:
         kernel_scale = numpyro.sample("kernel_scale", dist.HalfCauchy(scales.kernel))
     if noise_sigma is None:
-        noise_sigma = numpyro.sample("noise_sigma", dist.HalfNormal(scales.noise))
+        noise_sigma = _sample_noise(scales, num_noise)
     return jnp.asarray(kernel_scale), jnp.asarray(noise_sigma)
+
+
+def _sample_noise(scales: HyperScales, num_noise: int | None) -> jax.Array:
+    if num_noise is None:
+        return numpyro.sample("noise_sigma", dist.HalfNormal(scales.noise))
+    return numpyro.sample(
+        "noise_sigma", dist.HalfNormal(scales.noise).expand([num_noise]).to_event(1)
+    )
 
 
 def kernel_model(
@@ -83,6 +95,7 @@ def kernel_model(
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
     centered: bool = False,
+    noise_per_pair: bool = False,
 ) -> None:
     """Full model over the latent kernel and both hyperparameters.
 
@@ -105,14 +118,18 @@ def kernel_model(
         ``False`` (default): sample ``z ~ N(0, I)`` and scale it, best when the
         prior matters (more kernel entries than pixels). ``True``: sample
         ``z ~ N(0, s^2 I)``, best when the data pin the kernel down.
+    noise_per_pair : bool
+        With several pairs: one noise sd per pair (site ``noise_sigma`` of
+        shape ``(pairs,)``) instead of one shared.
     """
+    num_noise = len(operator) if noise_per_pair else None
     if not isinstance(prior, LinearGaussianPrior):
         if noise_sigma is None:
-            noise_sigma = numpyro.sample("noise_sigma", dist.HalfNormal(scales.noise))
+            noise_sigma = _sample_noise(scales, num_noise)
         _likelihood(operator, prior.sample(scales), noise_sigma, observed, mask)
         return
     scale, sigma = sample_hyperparameters(
-        scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale
+        scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale, num_noise=num_noise
     )
     if centered:
         latent = numpyro.sample(
@@ -136,7 +153,9 @@ def _likelihood(operator, kernel, sigma, observed, mask) -> None:
         observed = observed if observed is not None else (None,) * len(operator)
         mask = mask if mask is not None else (None,) * len(operator)
         for index, parts in enumerate(zip(operator, observed, mask, strict=True)):
-            _pair_likelihood(f"observed_{index}", kernel, sigma, *parts)
+            # A vector sigma holds one noise sd per pair.
+            pair_sigma = sigma[index] if jnp.ndim(sigma) == 1 else sigma
+            _pair_likelihood(f"observed_{index}", kernel, pair_sigma, *parts)
     else:
         _pair_likelihood("observed", kernel, sigma, operator, observed, mask)
 

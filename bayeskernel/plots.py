@@ -134,7 +134,7 @@ def plot_kernel(
     fig.suptitle(
         f"{posterior.kernel_shape[0]}x{posterior.kernel_shape[1]} kernel, "
         f"prior={posterior.prior}, method={posterior.method}, "
-        f"noise sd {posterior.noise_sigma:.3g}"
+        f"noise sd {_noise_text(posterior)}"
     )
     return fig
 
@@ -223,6 +223,11 @@ def plot_radial_profile(
     return fig
 
 
+def _noise_text(posterior: KernelPosterior) -> str:
+    """The noise sd for a title: one value, or one per image pair."""
+    return ", ".join(f"{v:.3g}" for v in np.atleast_1d(posterior.noise_sigma))
+
+
 def _require_data(posterior: KernelPosterior, what: str) -> None:
     if posterior.image is None or posterior.observed is None:
         raise ValueError(f"{what} needs the data: the posterior has no image/observed (A and B)")
@@ -249,7 +254,7 @@ def plot_residuals(posterior: KernelPosterior, bins: int = 40) -> Figure:
     _require_data(posterior, "plot_residuals")
     residual = residuals(posterior)
     values = residual[np.isfinite(residual)]
-    sigma = posterior.noise_sigma
+    sigma = float(np.mean(posterior.pair_noise_sigma_draws(0)))  # the first pair's map
     rho, _ = lag1_autocorrelation(residual)
 
     fig = Figure(figsize=(10, 4.2), layout="constrained")
@@ -301,7 +306,7 @@ def plot_predictive_check(
     observed = np.asarray(observed, dtype=float)
     seen = np.isfinite(observed)
     kernels = posterior.kernel_draws.reshape((-1,) + posterior.kernel_shape)
-    sigmas = np.asarray(posterior.noise_sigma_draws).reshape(-1)
+    sigmas = np.asarray(posterior.pair_noise_sigma_draws(0)).reshape(-1)
     chosen = rng.choice(kernels.shape[0], size=num_draws, replace=kernels.shape[0] < num_draws)
     replicates = np.empty((num_draws, int(seen.sum())))
     for row, index in enumerate(chosen):

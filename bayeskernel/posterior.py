@@ -126,20 +126,45 @@ class KernelPosterior:
 
     # --- noise ---------------------------------------------------------------
     @property
-    def noise_sigma(self) -> float:
-        """Posterior mean of the noise standard deviation."""
+    def noise_per_pair(self) -> bool:
+        """Whether each image pair has its own noise sd (``fit(..., noise_per_pair=True)``)."""
+        return np.ndim(self.noise_sigma_draws) == 3
+
+    @property
+    def noise_sigma(self) -> float | np.ndarray:
+        """Posterior mean of the noise standard deviation (one per pair when per pair)."""
+        if self.noise_per_pair:
+            return np.mean(self.noise_sigma_draws, axis=(0, 1))
         return float(np.mean(self.noise_sigma_draws))
 
-    def noise_sigma_interval(self, prob: float = 0.95) -> tuple[float, float]:
-        """Equal-tailed credible interval of the noise standard deviation."""
+    def noise_sigma_interval(self, prob: float = 0.95) -> tuple:
+        """Equal-tailed credible interval of the noise sd (arrays when per pair)."""
+        if self.noise_per_pair:
+            flat = self.noise_sigma_draws.reshape(-1, self.noise_sigma_draws.shape[-1])
+            lower, upper = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+            return lower, upper
         lower, upper = np.quantile(self.noise_sigma_draws, [(1 - prob) / 2, (1 + prob) / 2])
         return float(lower), float(upper)
+
+    def pair_noise_sigma_draws(self, index: int = 0) -> np.ndarray:
+        """``(chains, draws)`` noise sd draws of image pair ``index`` (shared or its own)."""
+        if self.noise_per_pair:
+            return self.noise_sigma_draws[..., index]
+        return self.noise_sigma_draws
 
     # --- diagnostics ----------------------------------------------------------
     def convergence(self) -> dict[str, dict[str, float]]:
         """r_hat and bulk ESS of the noise sd and the kernel scale."""
+        noise = (
+            {
+                f"noise_sigma[{i}]": self.noise_sigma_draws[..., i]
+                for i in range(self.noise_sigma_draws.shape[-1])
+            }
+            if self.noise_per_pair
+            else {"noise_sigma": self.noise_sigma_draws}
+        )
         return {
-            "noise_sigma": dict(zip(("r_hat", "ess"), _rhat_ess(self.noise_sigma_draws))),
+            **{k: dict(zip(("r_hat", "ess"), _rhat_ess(v))) for k, v in noise.items()},
             "kernel_scale": dict(zip(("r_hat", "ess"), _rhat_ess(self.kernel_scale_draws))),
         }
 
@@ -155,7 +180,11 @@ class KernelPosterior:
             "kernel_shape": list(self.kernel_shape),
             "chains": self.num_chains,
             "draws_per_chain": self.num_draws,
-            "noise_sigma": {"mean": self.noise_sigma, "lower": noise_lo, "upper": noise_hi},
+            "noise_sigma": {
+                "mean": _plain(self.noise_sigma),
+                "lower": _plain(noise_lo),
+                "upper": _plain(noise_hi),
+            },
             "kernel_scale_mean": float(np.mean(self.kernel_scale_draws)),
             "kernel_sum": {
                 "mean": float(self.kernel_mean.sum()),
@@ -172,20 +201,27 @@ class KernelPosterior:
     def __str__(self) -> str:
         s = self.summary()
         noise = s["noise_sigma"]
+        if isinstance(noise["mean"], list):  # one per pair
+            noise_lines = [
+                f"  noise sd [{i}]     {m:.4g}  (95% CI {lo:.4g} .. {hi:.4g})"
+                for i, (m, lo, hi) in enumerate(zip(noise["mean"], noise["lower"], noise["upper"]))
+            ]
+        else:
+            noise_lines = [
+                f"  noise sd         {noise['mean']:.4g}  "
+                f"(95% CI {noise['lower']:.4g} .. {noise['upper']:.4g})"
+            ]
         lines = [
             f"KernelPosterior: {s['kernel_shape'][0]}x{s['kernel_shape'][1]} kernel, "
             f"prior={s['prior']}, method={s['method']}, mode={s['mode']}",
             f"  draws            {s['chains']} chain(s) x {s['draws_per_chain']}",
-            f"  noise sd         {noise['mean']:.4g}  "
-            f"(95% CI {noise['lower']:.4g} .. {noise['upper']:.4g})",
+            *noise_lines,
             f"  kernel sum       {s['kernel_sum']['mean']:.4g} +- {s['kernel_sum']['sd']:.2g}",
             f"  kernel scale     {s['kernel_scale_mean']:.4g}",
             f"  mean 95% width   {s['mean_interval_width']:.4g}",
         ]
         for name, values in s["convergence"].items():
-            lines.append(
-                f"  {name:<16} r_hat {values['r_hat']:.3f}, ESS {values['ess']:.0f}"
-            )
+            lines.append(f"  {name:<16} r_hat {values['r_hat']:.3f}, ESS {values['ess']:.0f}")
         if s["divergences"]:
             lines.append(f"  divergences      {s['divergences']}")
         lines += [f"  warning: {text}" for text in s["warnings"]]
@@ -226,6 +262,7 @@ class KernelPosterior:
             sample_stats=dict(self.sample_stats) or None,
             dims={
                 "kernel": ["kernel_row", "kernel_col"],
+                "noise_sigma": ["pair"] if self.noise_per_pair else [],
                 "B": ["row", "col"],
                 "A": ["image_row", "image_col"],
             },
@@ -237,6 +274,11 @@ class KernelPosterior:
             },
             **kwargs,
         )
+
+
+def _plain(value) -> float | list[float]:
+    """A float, or a list of floats for per-pair values (JSON-friendly)."""
+    return [float(v) for v in value] if np.ndim(value) else float(value)
 
 
 def _is_plain(value: Any) -> bool:

@@ -82,7 +82,7 @@ def main(argv=None):
             warnings.simplefilter("ignore")
             table = bk.compare(fits)
         ranks = {name: int(rank) for name, rank in zip(table.index, table["rank"])}
-        for row in rows[-len(priors):]:
+        for row in rows[-len(priors) :]:
             row.append(ranks[row[1]] + 1)
     print()
     print("\n".join(machine_lines(info)))

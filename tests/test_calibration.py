@@ -23,6 +23,10 @@ from scipy.signal import convolve2d
 import bayeskernel as bk
 from bayeskernel.priors import SmoothPrior
 
+# Data drawn from the prior include near-zero kernel scales, where the data
+# determine almost nothing: the warning is right there and not under test.
+pytestmark = pytest.mark.filterwarnings("ignore::bayeskernel.api.PriorDominatedWarning")
+
 IMAGE, KERNEL = (16, 16), (5, 5)
 ENTRIES = {"centre": (2, 2), "edge": (0, 2), "corner": (0, 0)}
 LEVELS = (0.9, 0.95)

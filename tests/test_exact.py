@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from mc import Z, assert_moments_match
+from mc import Z, assert_moments_match, effective_sizes
 from reference import convolution_matrix, gaussian_posterior, log_marginal, smooth_prior_covariance
 
 import bayeskernel as bk
@@ -87,3 +87,30 @@ def test_map_finds_the_marginal_likelihood_maximum():
         assert log_marginal(H, case.B.ravel(), scale**2 * cov, sigma * ds) < best
         assert log_marginal(H, case.B.ravel(), (ds * scale) ** 2 * cov, sigma) < best
     assert abs(post.noise_sigma - 0.05) < 0.1 * 0.05
+
+
+def test_grid_and_nuts_hyperparameter_draws_agree():
+    case = _case((32, 32), (7, 7), "same", seed=6)
+    fits = {
+        sampler: bk.fit(
+            case.A,
+            case.B,
+            (7, 7),
+            hyper_sampler=sampler,
+            num_samples=500,
+            seed=1,
+            progress_bar=False,
+        )  # fmt: skip
+        for sampler in ("grid", "nuts")
+    }
+    assert fits["grid"].diagnostics["hyper_sampler"] == "grid"
+    assert fits["nuts"].diagnostics["hyper_sampler"] == "nuts"
+    for name in ("noise_sigma_draws", "kernel_scale_draws"):
+        a, b = (np.asarray(getattr(fits[s], name)) for s in ("grid", "nuts"))
+        # Monte Carlo standard errors from ArviZ's ESS (grid draws are independent).
+        ess_a, ess_b = effective_sizes(a)[0], effective_sizes(b)[0]
+        se = np.hypot(a.std() / np.sqrt(ess_a), b.std() / np.sqrt(ess_b))
+        assert abs(a.mean() - b.mean()) < Z * se, name
+        assert abs(a.std() / b.std() - 1) < 0.15, name
+    with pytest.raises(ValueError, match="hyper_sampler must be one of"):
+        bk.fit(case.A, case.B, (7, 7), hyper_sampler="laplace")

@@ -106,3 +106,33 @@ def test_several_pairs_report_compare_and_export(tmp_path):
     assert idata.observed_data["B_1"].shape == (10, 18)
     fits["smooth"].plot_report(tmp_path)
     assert any(tmp_path.iterdir())
+
+
+def test_one_noise_sd_per_pair(tmp_path):
+    kernel = bk.make_kernel("gaussian", (5, 5))
+    noises = (0.02, 0.1)
+    cases = [bk.simulate((20, 20), kernel, noise_sigma=s, seed=i) for i, s in enumerate(noises)]
+    A, B = [c.A for c in cases], [c.B for c in cases]
+    post = bk.fit(
+        A, B, (5, 5), noise_per_pair=True, num_warmup=200, num_samples=200, num_chains=1,
+        progress_bar=False,
+    )  # fmt: skip
+    assert post.method == "nuts" and post.noise_per_pair
+    assert post.noise_sigma_draws.shape == (1, 200, 2)
+    lower, upper = post.noise_sigma_interval(0.95)
+    for i, true in enumerate(noises):
+        assert abs(post.noise_sigma[i] / true - 1) < 0.2
+        assert lower[i] < true < upper[i]
+    assert "noise sd [1]" in str(post)
+    assert post.to_inference_data().posterior["noise_sigma"].dims[-1] == "pair"
+    # One shared noise sd is the wrong model here: PSIS-LOO ranks it second.
+    shared = bk.fit(A, B, (5, 5), method="map", num_samples=200, progress_bar=False)
+    assert list(bk.compare({"shared": shared, "per pair": post}).index) == ["per pair", "shared"]
+    for wrong, message in [
+        (dict(method="exact"), "needs method='nuts' or 'svi'"),
+        (dict(noise_sigma=0.1), "leave noise_sigma=None"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            bk.fit(A, B, (5, 5), noise_per_pair=True, **wrong)
+    with pytest.raises(ValueError, match="needs several image pairs"):
+        bk.fit(A[0], B[0], (5, 5), noise_per_pair=True)

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,38 @@ def test_constant_B_warns(data):
     A, _ = data
     with pytest.warns(UserWarning, match="B is constant"):
         bk.fit(A, np.ones((10, 10)), (3, 3), method="map", num_samples=5, progress_bar=False)
+
+
+def test_binary_flag_warns_for_a_non_binary_image():
+    case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=0)
+    scaled = case.A * 255.0
+    with pytest.warns(bk.NotBinaryWarning, match=r"A was declared binary .* neither 0 nor 1"):
+        bk.fit(scaled, case.B * 255.0, (3, 3), method="map", num_samples=5, binary=True,
+               progress_bar=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bk.fit(case.A, case.B, (3, 3), method="map", num_samples=5, binary=True,
+               progress_bar=False)  # fmt: skip
+
+
+def test_prior_dominated_problem_warns_in_words():
+    # 64 noisy pixels for a 21x21 kernel: the data pin down a few of 441 directions.
+    case = bk.simulate((8, 8), "gaussian", (21, 21), noise_sigma=0.5, seed=0)
+    with pytest.warns(bk.PriorDominatedWarning, match="degrees of freedom") as record:
+        post = bk.fit(case.A, case.B, (21, 21), method="map", num_samples=5,
+                      progress_bar=False)  # fmt: skip
+    effective = post.diagnostics["effective_parameters"]
+    assert 0 < effective < 0.1 * 441
+    assert f"about {effective:.0f} of the kernel's 441" in str(record[0].message)
+    assert any("degrees of freedom" in w for w in post.summary()["warnings"])
+
+
+def test_thinning_keeps_num_samples_draws():
+    case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=0)
+    with pytest.raises(ValueError, match="thinning must be a positive integer"):
+        bk.fit(case.A, case.B, (3, 3), thinning=0)
+    for method in ("nuts", "exact"):
+        post = bk.fit(case.A, case.B, (3, 3), method=method, num_warmup=30, num_samples=20,
+                      num_chains=1, thinning=3, progress_bar=False)  # fmt: skip
+        assert post.kernel_draws.shape == (1, 20, 3, 3)
+        assert post.noise_sigma_draws.shape == (1, 20)

@@ -27,10 +27,12 @@ from bayeskernel.infer.exact import (
     DENSE_LIMIT,
     conditional_draws,
     decompose,
+    kernel_gram,
     log_marginal_likelihood,
     observed_vector,
     whitened_operator,
 )
+from bayeskernel.infer.grid import grid_draws
 from bayeskernel.infer.krylov import (
     krylov_draws,
     krylov_log_marginal_likelihood,
@@ -41,9 +43,10 @@ from bayeskernel.model import HyperScales, collapsed_model
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import LinearGaussianPrior
 
-__all__ = ["SOLVERS", "run_exact"]
+__all__ = ["HYPER_SAMPLERS", "SOLVERS", "run_exact"]
 
 SOLVERS = ("auto", "dense", "krylov")
+HYPER_SAMPLERS = ("auto", "grid", "nuts")
 # 'auto' goes matrix-free above this many unknowns in the smaller space. The
 # dense route costs r matrix-vector products plus an O(r^3) eigendecomposition;
 # the Krylov route about 2,000 products plus ~30 per kernel draw
@@ -87,14 +90,20 @@ def run_exact(
     kernel_scale: float | None = None,
     optimise: bool = False,
     solver: str = "auto",
+    thinning: int = 1,
+    hyper_sampler: str = "auto",
     progress_bar: bool = True,
     draws_dtype=np.float32,
 ) -> KernelPosterior:
     """Collapsed-hyperparameter posterior with exact kernel draws.
 
-    ``optimise=False``: NUTS on the marginal posterior of ``(sigma, s)`` (the
-    NumPyro model :func:`bayeskernel.model.collapsed_model`), then one exact
-    kernel draw per hyperparameter draw. ``optimise=True`` (``method='map'``):
+    ``optimise=False``: draws of ``(sigma, s)`` from their marginal posterior
+    (the NumPyro model :func:`bayeskernel.model.collapsed_model`), then one
+    exact kernel draw per hyperparameter draw. ``hyper_sampler='grid'`` (the
+    default through ``'auto'``) tabulates that two-parameter posterior and
+    draws independently (:mod:`bayeskernel.infer.grid`); ``'nuts'`` runs NUTS
+    on it (``'auto'`` falls back to NUTS when a user model has more
+    parameters). ``optimise=True`` (``method='map'``):
     type-II maximum likelihood for ``(sigma, s)``, then ``num_samples`` exact
     draws at those values (intervals that ignore hyperparameter uncertainty).
     """
@@ -105,7 +114,12 @@ def run_exact(
     solver = choose_solver(solver, whitened.num_latent, whitened.num_observed)
     rng_key, probe_key = jax.random.split(rng_key)
     if solver == "dense":
-        summary = decompose(whitened, flat)
+        gram = None
+        masks = mask if isinstance(mask, tuple) else (mask,)
+        if whitened.num_latent <= whitened.num_observed and all(m is None for m in masks):
+            operators = operator if isinstance(operator, tuple) else (operator,)
+            gram = kernel_gram(operators, prior)
+        summary = decompose(whitened, flat, gram)
         log_likelihood = partial(log_marginal_likelihood, summary)
     else:
         summary = krylov_summary(whitened, flat, probe_key)
@@ -115,6 +129,7 @@ def run_exact(
     start = time.perf_counter()
     fixed = {"noise_sigma": noise_sigma, "kernel_scale": kernel_scale}
     sample_stats = {}
+    hyper_diagnostics = {}
     if optimise or (noise_sigma is not None and kernel_scale is not None):
         values = _optimise_hyperparameters(log_likelihood, scales, fixed) if optimise else fixed
         num_chains = 1
@@ -128,21 +143,22 @@ def run_exact(
             noise_sigma=noise_sigma,
             kernel_scale=kernel_scale,
         )
-        mcmc = MCMC(
-            NUTS(model),
-            num_warmup=num_warmup,
-            num_samples=num_samples * HYPER_THINNING,
-            thinning=HYPER_THINNING,
-            num_chains=num_chains,
-            chain_method="sequential",
-            progress_bar=progress_bar,
-        )
-        rng_key, mcmc_key = jax.random.split(rng_key)
-        mcmc.run(mcmc_key, extra_fields=("diverging",))
-        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        sample_stats["diverging"] = np.asarray(
-            mcmc.get_extra_fields(group_by_chain=True)["diverging"]
-        )
+        rng_key, hyper_key = jax.random.split(rng_key)
+        samples = None
+        if hyper_sampler in ("auto", "grid"):
+            samples = grid_draws(model, hyper_key, num_chains, num_samples)
+            if samples is None and hyper_sampler == "grid":
+                raise ValueError(
+                    "hyper_sampler='grid' needs a model with at most two free "
+                    "hyperparameters and a well-defined mode; use 'nuts'"
+                )
+        if samples is not None:
+            hyper_diagnostics = {"hyper_sampler": "grid", **samples.pop("_grid")}
+        else:
+            samples, sample_stats["diverging"] = _nuts_hyperparameters(
+                model, hyper_key, num_warmup, num_samples, num_chains, thinning, progress_bar
+            )
+            hyper_diagnostics = {"hyper_sampler": "nuts"}
         sigma = samples.get(
             "noise_sigma", constant_draws(noise_sigma or 0, num_chains, num_samples)
         )
@@ -174,12 +190,21 @@ def run_exact(
     timings["seconds_kernel_draws"] = time.perf_counter() - start
     timings["seconds"] = sum(timings.values())
 
-    diagnostics = {**timings, "solver": solver, "space": summary.space}
+    diagnostics = {**timings, "solver": solver, "space": summary.space, **hyper_diagnostics}
+    # Effective number of parameters at the median t = s^2 / sigma^2: the trace
+    # of the hat matrix, sum_j t g_j / (1 + t g_j).
+    ratio = float(np.median(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2))
     if solver == "dense":
         diagnostics["rank"] = int(np.sum(summary.eigenvalues > summary.eigenvalues.max() * 1e-12))
         diagnostics["dense_size"] = int(summary.eigenvalues.shape[0])
+        shrink = ratio * summary.eigenvalues / (1.0 + ratio * summary.eigenvalues)
+        diagnostics["effective_parameters"] = float(np.sum(shrink))
     else:
         diagnostics.update(_krylov_diagnostics(summary, stats, sigma, scale))
+        nodes, weights = summary.logdet_nodes, summary.logdet_weights
+        shrink = weights * ratio * nodes / (1.0 + ratio * nodes)
+        diagnostics["effective_parameters"] = float(np.mean(np.sum(shrink, axis=-1)))
+    diagnostics["num_latent"] = int(whitened.num_latent)
     return KernelPosterior(
         kernel_draws=kernels,
         noise_sigma_draws=sigma,
@@ -190,6 +215,23 @@ def run_exact(
         diagnostics=diagnostics,
         sample_stats=sample_stats,
     )
+
+
+def _nuts_hyperparameters(model, rng_key, num_warmup, num_samples, num_chains, thinning, progress):
+    """NUTS on the collapsed model; returns the draws and the divergence flags."""
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=num_warmup,
+        num_samples=num_samples * HYPER_THINNING * thinning,
+        thinning=HYPER_THINNING * thinning,
+        num_chains=num_chains,
+        chain_method="sequential",
+        progress_bar=progress,
+    )
+    mcmc.run(rng_key, extra_fields=("diverging",))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    return samples, diverging
 
 
 def _optimise_hyperparameters(log_likelihood, scales: HyperScales, fixed: dict) -> dict:

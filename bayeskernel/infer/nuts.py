@@ -36,6 +36,8 @@ def run_nuts(
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
     centered: bool = False,
+    noise_per_pair: bool = False,
+    thinning: int = 1,
     dense_mass: bool | None = None,
     target_accept_prob: float = 0.8,
     progress_bar: bool = True,
@@ -56,12 +58,14 @@ def run_nuts(
         noise_sigma=noise_sigma,
         kernel_scale=kernel_scale,
         centered=centered,
+        noise_per_pair=noise_per_pair,
     )
     kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept_prob)
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
-        num_samples=num_samples,
+        num_samples=num_samples * thinning,
+        thinning=thinning,
         num_chains=num_chains,
         chain_method="sequential",
         progress_bar=progress_bar,
@@ -86,6 +90,7 @@ def run_nuts(
             "seconds": seconds,
             "dense_mass": dense_mass,
             "centered": centered,
+            "thinning": thinning,
             "mean_steps_per_draw": float(extra["num_steps"].mean()),
         },
         sample_stats={"diverging": extra["diverging"], "n_steps": extra["num_steps"]},

@@ -35,6 +35,7 @@ def run_svi(
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
     centered: bool = True,
+    noise_per_pair: bool = False,
     progress_bar: bool = True,
     draws_dtype=np.float32,
 ) -> KernelPosterior:
@@ -52,6 +53,7 @@ def run_svi(
         noise_sigma=noise_sigma,
         kernel_scale=kernel_scale,
         centered=centered,
+        noise_per_pair=noise_per_pair,
     )
     if rank is None:
         size = getattr(prior, "num_latent", int(np.prod(prior.kernel_shape)))

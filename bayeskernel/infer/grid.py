@@ -1,0 +1,113 @@
+"""Independent draws from a posterior of one or two parameters by grid quadrature.
+
+The exact route leaves only ``(sigma, s)`` to sample. In two dimensions the
+posterior can be tabulated outright: evaluate the NumPyro model's potential
+(so any hyperprior written in :func:`bayeskernel.model.collapsed_model` is
+honoured) on a grid in unconstrained space, aligned with and scaled by the
+Laplace approximation at the mode and wide enough that the edges carry no
+mass, then draw cells in proportion to their probability and place each draw
+uniformly within its cell. Draws are independent (effective sample size = number
+of draws) and cost one vectorised evaluation, instead of a NUTS compilation and
+a few thousand sequential steps. The piecewise-constant density adds
+``width^2 / 12`` to each variance: with cells 1/8 of a standard deviation wide,
+0.1% of it.
+
+Models with more than two free parameters, or whose mode has no positive
+definite curvature, return ``None`` and the caller falls back to NUTS.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+from jax.flatten_util import ravel_pytree
+from numpyro.infer.util import initialize_model
+
+__all__ = ["grid_draws"]
+
+MAX_DIM = 2
+GRID_POINTS = {1: 2048, 2: 160}  # per axis
+HALF_WIDTH = 10.0  # in Laplace standard deviations, widened while the edges hold mass
+EDGE_MASS = 1e-9
+
+
+def grid_draws(model, rng_key: jax.Array, num_chains: int, num_samples: int) -> dict | None:
+    """Draw ``(num_chains, num_samples)`` independent values of the model's sample sites.
+
+    Returns
+    -------
+    dict of site name -> (num_chains, num_samples) ndarray, or None
+        ``None`` when the model has more than two free parameters or no
+        well-defined mode (use NUTS then). The dict carries ``"_grid"``: the
+        settings used, for diagnostics.
+    """
+    init_key, draw_key = jax.random.split(rng_key)
+    # validate_grad=False: no gradient compiled just to check the initial point.
+    info = initialize_model(init_key, model, validate_grad=False)
+    flat0, unravel = ravel_pytree(info.param_info.z)
+    dim = int(flat0.size)
+    if dim == 0 or dim > MAX_DIM:
+        return None
+
+    def potential(x):
+        return info.potential_fn(unravel(x))
+
+    value_and_grad = jax.jit(jax.value_and_grad(potential))
+    best = None
+    for shift in (0.0, -2.0, 2.0):  # a few starts: the optimiser must find the mode
+        result = scipy.optimize.minimize(
+            lambda x: tuple(np.asarray(v, dtype=float) for v in value_and_grad(jnp.asarray(x))),
+            np.asarray(flat0, dtype=float) + shift,
+            jac=True,
+            method="L-BFGS-B",
+        )
+        if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
+            best = result
+    if best is None:
+        return None
+    mode = best.x
+    # jit: op by op, the Hessian alone compiles hundreds of small programs.
+    hessian = np.asarray(jax.jit(jax.hessian(potential))(jnp.asarray(mode)), dtype=float)
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
+        return None
+    axes = vectors / np.sqrt(eigenvalues)  # columns: one Laplace sd along each axis
+
+    batched = jax.jit(jax.vmap(potential))
+    points = GRID_POINTS[dim]
+    half_width = HALF_WIDTH
+    for _ in range(4):
+        centres = np.linspace(-half_width, half_width, points)
+        width = centres[1] - centres[0]
+        mesh = np.stack(np.meshgrid(*([centres] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
+        log_density = -np.asarray(batched(jnp.asarray(mode + mesh @ axes.T)), dtype=float)
+        log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
+        weights = np.exp(log_density - log_density.max())
+        weights /= weights.sum()
+        on_edge = np.any(np.abs(mesh) >= half_width - 0.5 * width, axis=1)
+        if weights[on_edge].sum() < EDGE_MASS:
+            break
+        half_width *= 2.0  # heavy tails or a skewed posterior: look further out
+    else:
+        return None
+
+    total = num_chains * num_samples
+    # NumPy's generator, seeded from the JAX key: same seed, same draws.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(draw_key)).ravel().tolist())
+    cells = rng.choice(weights.size, size=total, p=weights)
+    jitter = rng.uniform(-0.5, 0.5, (total, dim))
+    unconstrained = mode + (mesh[cells] + width * jitter) @ axes.T
+    constrain = jax.jit(jax.vmap(lambda x: info.postprocess_fn(unravel(x))))
+    constrained = constrain(jnp.asarray(unconstrained))
+    draws = {
+        name: np.asarray(value).reshape((num_chains, num_samples) + np.shape(value)[1:])
+        for name, value in constrained.items()
+    }
+    draws["_grid"] = {
+        "grid_points": points**dim,
+        "grid_half_width_sd": half_width,
+        "grid_cell_sd": float(width),
+    }
+    return draws

@@ -1,0 +1,464 @@
+"""``fit_tiles``: one kernel posterior per tile, fitted on Dask, streamed to disk."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from bayeskernel._validation import check_fit_inputs, check_kernel_shape
+from bayeskernel.forward import MODES, output_shape
+from bayeskernel.tiles.cache import (
+    disable_compilation_cache,
+    enable_compilation_cache,
+    persistent_compilation_cache,
+)
+from bayeskernel.tiles.grid import TileGrid, image_window, make_grid, tile_seed
+from bayeskernel.tiles.result import assemble
+from bayeskernel.tiles.store import STORE_FORMAT, TileStore, fingerprint
+
+__all__ = ["TileTask", "fit_tile", "fit_tiles"]
+
+logger = logging.getLogger(__name__)
+
+# Arguments of ``fit`` that fit_tiles sets itself, per tile.
+_SET_PER_TILE = ("A", "B", "kernel_shape", "mode", "mask", "seed", "progress_bar")
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """Everything one worker needs to fit one tile (small: windows, not the field).
+
+    Attributes
+    ----------
+    tile_row, tile_col : int
+    rows, cols : (int, int)
+        ``[start, stop)`` of the tile in ``B``.
+    A, B : list of ndarray
+        Per exposure: the ``A`` window reaching the tile and the ``B`` tile.
+    mask : list of (ndarray or None)
+        Per exposure: observed pixels of the ``B`` tile, None when all are.
+    kernel_shape : (int, int)
+    seed : int
+        The tile's own seed (:func:`tile_seed`).
+    options : dict
+        Keyword arguments for :func:`bayeskernel.fit`.
+    """
+
+    tile_row: int
+    tile_col: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    A: list
+    B: list
+    mask: list
+    kernel_shape: tuple[int, int]
+    seed: int
+    options: dict
+
+    def fit_arguments(self) -> tuple[Any, Any, dict]:
+        """``A``, ``B`` and keywords of the equivalent :func:`bayeskernel.fit` call."""
+        single = len(self.A) == 1
+        masks = None if all(m is None for m in self.mask) else self.mask
+        keywords = dict(
+            self.options,
+            mode="valid",
+            seed=self.seed,
+            progress_bar=False,
+            mask=(masks[0] if single else masks) if masks is not None else None,
+        )
+        if single:
+            return self.A[0], self.B[0], keywords
+        return list(self.A), list(self.B), keywords
+
+
+def fit_tile(task: TileTask):
+    """Fit one tile (runs on a Dask worker); return its posterior as a Dataset.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``kernel (chain, draw, kernel_row, kernel_col)``, ``noise_sigma`` and
+        ``kernel_scale (chain, draw)``, named prior parameters if any; the tile
+        index, seed and fit time as attributes.
+    """
+    import xarray as xr
+
+    from bayeskernel.api import fit
+
+    A, B, keywords = task.fit_arguments()
+    start = time.perf_counter()
+    try:
+        posterior = fit(A, B, task.kernel_shape, **keywords)
+    except Exception as error:
+        where = f"tile ({task.tile_row}, {task.tile_col}) at B[{task.rows[0]}:{task.rows[1]}, "
+        where += f"{task.cols[0]}:{task.cols[1]}]"
+        try:
+            wrapped = type(error)(f"{where}: {error}")
+        except Exception:  # exception types with other constructors
+            wrapped = RuntimeError(f"{where}: {type(error).__name__}: {error}")
+        raise wrapped from error
+    seconds = time.perf_counter() - start
+    draws = ("chain", "draw")
+    variables = {
+        "kernel": (draws + ("kernel_row", "kernel_col"), posterior.kernel_draws),
+        "noise_sigma": (draws, posterior.noise_sigma_draws),
+        "kernel_scale": (draws, posterior.kernel_scale_draws),
+    }
+    for name, values in posterior.parameter_draws.items():
+        values = np.asarray(values)
+        extra = tuple(f"parameter_{name}_dim_{k}" for k in range(values.ndim - 2))
+        variables[f"parameter_{name}"] = (draws + extra, values)
+    divergences = int(np.sum(posterior.sample_stats.get("diverging", 0)))
+    return xr.Dataset(
+        variables,
+        attrs={
+            "tile_row": task.tile_row,
+            "tile_col": task.tile_col,
+            "seed": task.seed,
+            "fit_seconds": seconds,
+            "divergences": divergences,
+            "method": posterior.method,
+            "prior": posterior.prior,
+        },
+    )
+
+
+# --- inputs and settings ------------------------------------------------------
+
+
+def _as_list(value, count: int | None = None) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value] * (count or 1)
+
+
+def _check_data(A, B, kernel_shape, mode, mask):
+    """Validated exposures: lists of ``A``, ``B`` (NaN as 0) and masks, one shape each."""
+    images, observed = _as_list(A), _as_list(B)
+    if len(images) != len(observed):
+        raise ValueError(
+            f"A and B must both be arrays or lists of the same length, got {len(images)} "
+            f"image(s) and {len(observed)} observation(s)"
+        )
+    if not images:
+        raise ValueError("A is an empty list: give at least one image")
+    masks = _as_list(mask, len(images))
+    if len(masks) != len(images):
+        raise ValueError(f"mask is a list of length {len(masks)}, expected {len(images)}")
+    checked = []
+    for index, (a, b, m) in enumerate(zip(images, observed, masks)):
+        try:
+            checked.append(check_fit_inputs(a, b, kernel_shape, mode, m))
+        except (ValueError, TypeError) as error:
+            if len(images) == 1:
+                raise
+            raise type(error)(f"exposure {index}: {error}") from None
+    shapes = {a.shape for a, *_ in checked}
+    if len(shapes) > 1:
+        raise ValueError(f"all exposures must share one image shape, got {sorted(shapes)}")
+    return [c[0] for c in checked], [c[1] for c in checked], [c[3] for c in checked]
+
+
+def _fit_options(options: dict) -> dict:
+    """Check keyword arguments meant for ``fit``; fill in its defaults."""
+    from bayeskernel.api import fit
+
+    parameters = inspect.signature(fit).parameters
+    for name in options:
+        if name in _SET_PER_TILE:
+            raise TypeError(f"fit_tiles sets {name!r} for each tile itself; do not pass it")
+        if name not in parameters:
+            known = sorted(set(parameters) - set(_SET_PER_TILE))
+            raise TypeError(f"unexpected keyword argument {name!r}; fit options are {known}")
+    return {
+        name: options.get(name, parameter.default)
+        for name, parameter in parameters.items()
+        if name not in _SET_PER_TILE
+    }
+
+
+def _describe(value) -> Any:
+    """A JSON-able, reproducible description of a fit option (priors by repr)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    text = repr(value)
+    if " at 0x" in text:  # a default repr changes between runs; hash the object instead
+        digest = fingerprint(np.frombuffer(pickle.dumps(value), dtype=np.uint8))
+        return f"{type(value).__qualname__}:{digest}"
+    return text
+
+
+def _settings(images, observed, masks, kernel_shape, mode, grid, seed, options) -> dict:
+    return {
+        "format": STORE_FORMAT,
+        "A": [fingerprint(a) for a in images],
+        "B": [fingerprint(b) for b in observed],
+        "mask": [fingerprint(m) for m in masks],
+        "image_shape": list(images[0].shape),
+        "kernel_shape": list(kernel_shape),
+        "mode": mode,
+        "tile_shape": list(grid.tile_shape),
+        "overlap": list(grid.overlap),
+        "seed": int(seed),
+        "fit": {name: _describe(value) for name, value in options.items()},
+    }
+
+
+def _tasks(
+    grid: TileGrid, todo: Iterable[tuple[int, int]], images, observed, masks, kernel_shape,
+    mode, seed, options,
+) -> Iterator[TileTask]:  # fmt: skip
+    """Windows are cut lazily, so a large field never exists twice in memory."""
+    for i, j in todo:
+        rows, cols = grid.rows(i), grid.cols(j)
+        tile_masks = []
+        for m in masks:
+            window = None if m is None else m[rows[0] : rows[1], cols[0] : cols[1]]
+            tile_masks.append(None if window is None or window.all() else window.copy())
+        yield TileTask(
+            i, j, rows, cols,
+            [image_window(a, rows, cols, kernel_shape, mode) for a in images],
+            [b[rows[0] : rows[1], cols[0] : cols[1]].copy() for b in observed],
+            tile_masks, kernel_shape, tile_seed(seed, i, j), options,
+        )  # fmt: skip
+
+
+# --- running ------------------------------------------------------------------
+
+
+def _run_sync(tasks: Iterator[TileTask], on_result: Callable) -> None:
+    for task in tasks:
+        on_result(fit_tile(task))
+
+
+def _run_dask(tasks: Iterator[TileTask], client, on_result: Callable, cache: str | None) -> None:
+    """Submit tiles with a bounded number in flight; hand each result over as it lands."""
+    from dask.distributed import as_completed
+
+    # Workers that had no cache get one for this run, and lose it after.
+    turned_on = client.run(enable_compilation_cache, cache) if cache else {}
+    in_flight = max(2, 2 * sum(client.nthreads().values()))
+    token = os.urandom(4).hex()
+
+    def submit(task: TileTask):
+        key = f"bayeskernel-tile-{task.tile_row}-{task.tile_col}-{token}"
+        return client.submit(fit_tile, task, key=key, pure=False)
+
+    futures = as_completed([submit(task) for task in islice(tasks, in_flight)])
+    try:
+        for future in futures:
+            on_result(future.result())  # a failed tile raises here, with its index
+            future.release()
+            for task in islice(tasks, 1):
+                futures.add(submit(task))
+    except BaseException:
+        client.cancel(list(futures.futures))
+        raise
+    finally:
+        for previous in {p for p in turned_on.values() if p is not None}:
+            workers = [w for w, p in turned_on.items() if p == previous]
+            # A worker lost during the run has nothing left to restore.
+            client.run(disable_compilation_cache, previous, workers=workers, on_error="ignore")
+
+
+@contextmanager
+def _local_client(n_workers: int | None, processes: bool) -> Iterator:
+    """A LocalCluster for one call: worker processes (or threads here), one thread each."""
+    from dask.distributed import Client, LocalCluster
+
+    if n_workers is None:
+        n_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    with LocalCluster(
+        n_workers=int(n_workers) if processes else 1,
+        threads_per_worker=1 if processes else int(n_workers),
+        processes=processes,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster, Client(cluster) as client:  # fmt: skip
+        yield client
+
+
+def fit_tiles(
+    A,
+    B,
+    kernel_shape: tuple[int, int],
+    tile_shape: int | tuple[int, int],
+    overlap: int | tuple[int, int] = 0,
+    *,
+    mode: Literal["same", "full", "valid"] = "same",
+    mask=None,
+    store: str | os.PathLike | None = None,
+    client=None,
+    n_workers: int | None = None,
+    processes: bool = True,
+    seed: int = 0,
+    compilation_cache: bool | str | os.PathLike = True,
+    **fit_options,
+):
+    """Kernel posterior per tile of a large field, on Dask, resumable from disk.
+
+    The field ``B`` is covered by equal-shape tiles that overlap by at least
+    ``overlap`` pixels. Each tile's kernel posterior is fitted with
+    :func:`bayeskernel.fit` from the ``B`` tile and the part of ``A`` that
+    reaches it (``mode='valid'`` on a zero-padded window), so tile borders are
+    exact. Finished tiles are written to ``store`` one file at a time, and a
+    re-run with the same store fits only what is missing.
+
+    Parameters
+    ----------
+    A : (M, N) array_like or list of them
+        The known input; a list holds several exposures of one field (one
+        kernel per tile shared by all, as ``fit`` does with lists).
+    B : array_like or list of them
+        The observed output, ``convolve2d(A, K, mode)`` plus noise; NaN marks
+        unobserved pixels.
+    kernel_shape : (int, int)
+        Shape of each tile's kernel.
+    tile_shape : int or (int, int)
+        Tile size in pixels of ``B``, at most ``B``'s shape.
+    overlap : int or (int, int)
+        Least overlap of neighbouring tiles in pixels of ``B``, in
+        ``[0, tile_shape)``. The fewest tiles that respect it are spread evenly
+        from edge to edge, so neighbours may overlap more; all tiles share one
+        shape (JAX compiles each shape once).
+    mode : {'same', 'full', 'valid'}
+        How ``B`` was made from ``A``, exactly as :func:`scipy.signal.convolve2d`.
+    mask : bool array_like or list of them, optional
+        ``True`` where ``B`` is observed.
+    store : str or path-like, optional
+        Folder for the finished tiles (see :class:`TileStore`). Without one,
+        nothing is kept on disk and an interrupted run starts over.
+    client : dask.distributed.Client or 'sync', optional
+        Where the tiles run. ``None`` (default): a ``LocalCluster`` started for
+        this call and closed at the end. A ``Client``: its cluster (workers need
+        bayeskernel installed; the store need only be visible here, since
+        results come back to this process to be written). ``'sync'``: one tile
+        after another in this process, without Dask (debugging, small jobs).
+    n_workers : int, optional
+        Workers of the default local cluster; default: the usable cores.
+    processes : bool
+        Default local cluster made of worker processes (default; measured
+        faster than threads, docs/tiles.md) or of threads in this process.
+    seed : int
+        Base seed; tile ``(i, j)`` is fitted with ``tile_seed(seed, i, j)``,
+        whatever the grid, the worker count or the order tiles finish in.
+    compilation_cache : bool or path-like
+        JAX's persistent compilation cache where tiles are fitted, so that
+        equal-shape tiles compile once (small tiles 4x faster, docs/tiles.md).
+        ``True`` (default): in ``store/jax_cache``, or a temporary folder
+        without a store; a path: that folder; ``False``: JAX is left alone.
+        It is on for this call only (in this process and on the workers),
+        except where a cache folder was configured already, which is used as
+        it is. The cache is trusted code: keep it where only you can write.
+    **fit_options
+        Passed to :func:`bayeskernel.fit` for every tile: ``prior``,
+        ``method``, ``num_samples``, ``num_warmup``, ``num_chains``,
+        ``noise_sigma``, ``kernel_scale``, ``draws_dtype``, ...
+
+    Returns
+    -------
+    xarray.Dataset
+        ``kernel (tile_row, tile_col, chain, draw, kernel_row, kernel_col)``,
+        ``noise_sigma`` and ``kernel_scale (tile_row, tile_col, chain, draw)``,
+        ``fit_seconds`` and ``seed (tile_row, tile_col)``; coordinates
+        ``row_start``/``row_stop`` (per tile row) and ``col_start``/``col_stop``
+        (per tile column) in pixels of ``B``; the settings and the counts
+        ``tiles_fitted`` and ``tiles_loaded`` as attributes. Summaries:
+        :func:`tile_summary`; figure: :func:`plot_tiles`.
+
+    Raises
+    ------
+    ValueError
+        Bad ``tile_shape``, ``overlap``, ``seed`` or data (the message names
+        the argument); :class:`StoreMismatchError` when ``store`` holds tiles
+        made with other settings or data. A tile whose fit fails raises its
+        error with the tile's index and position.
+    TypeError
+        An option that ``fit`` does not take, or one fit_tiles sets itself.
+
+    Examples
+    --------
+    >>> import bayeskernel as bk
+    >>> case = bk.simulate((48, 48), "gaussian", (5, 5), noise_sigma=0.05, seed=1)
+    >>> result = bk.fit_tiles(case.A, case.B, (5, 5), tile_shape=24, overlap=0,
+    ...                       method="map", num_samples=100, client="sync")  # doctest: +SKIP
+    >>> result.kernel.mean(("chain", "draw")).shape  # doctest: +SKIP
+    (2, 2, 5, 5)
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    kernel_shape = check_kernel_shape(kernel_shape)
+    options = _fit_options(fit_options)
+    images, observed, masks = _check_data(A, B, kernel_shape, mode, mask)
+    grid = make_grid(output_shape(images[0].shape, kernel_shape, mode), tile_shape, overlap)
+    if client is not None and client != "sync" and not hasattr(client, "submit"):
+        raise TypeError(f"client must be None, 'sync' or a dask.distributed.Client, got {client!r}")
+    if n_workers is not None and (
+        not isinstance(n_workers, (int, np.integer)) or isinstance(n_workers, bool) or n_workers < 1
+    ):
+        raise ValueError(f"n_workers must be a positive integer or None, got {n_workers!r}")
+    if compilation_cache is not True and not compilation_cache:
+        cache_folder = None
+    elif compilation_cache is True and store is not None:
+        cache_folder = str(Path(store) / "jax_cache")
+    elif compilation_cache is True:
+        cache_folder = None  # a temporary folder, made below
+    else:
+        cache_folder = str(compilation_cache)
+
+    settings = _settings(images, observed, masks, kernel_shape, mode, grid, seed, options)
+    tile_store = TileStore(store, settings) if store is not None else None
+    tiles: dict[tuple[int, int], Any] = {}
+    if tile_store is not None:
+        for i, j in sorted(tile_store.finished()):
+            tiles[i, j] = tile_store.read(i, j)
+    loaded = len(tiles)
+    todo = [index for index in grid if index not in tiles]
+    logger.info("%d tile(s): %d in the store, %d to fit", grid.num_tiles, loaded, len(todo))
+
+    def on_result(dataset) -> None:
+        index = (dataset.attrs["tile_row"], dataset.attrs["tile_col"])
+        if tile_store is not None:
+            tile_store.write(*index, dataset)
+        tiles[index] = dataset
+        logger.info("tile %s done in %.2f s", index, dataset.attrs["fit_seconds"])
+
+    tasks = _tasks(
+        grid, todo, images, observed, masks, kernel_shape, mode, seed, options
+    )  # fmt: skip
+    start = time.perf_counter()
+    with ExitStack() as stack:
+        if todo and compilation_cache is True and cache_folder is None:
+            cache_folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="jax_cache"))
+        if todo and client == "sync":
+            with persistent_compilation_cache(cache_folder) if cache_folder else nullcontext():
+                _run_sync(tasks, on_result)
+        elif todo:
+            if client is None:
+                client = stack.enter_context(_local_client(n_workers, processes))
+            _run_dask(tasks, client, on_result, cache_folder)
+    attrs = {
+        "store": "" if store is None else str(Path(store)),
+        "tiles_fitted": len(todo),
+        "tiles_loaded": loaded,
+        "seconds": time.perf_counter() - start,
+        "settings": json.dumps(settings, sort_keys=True),
+    }
+    return assemble(grid, tiles, settings, attrs)

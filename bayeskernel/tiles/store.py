@@ -1,0 +1,138 @@
+"""A folder of finished tiles: one NetCDF file per tile, written atomically.
+
+Layout::
+
+    store/
+      settings.json           what made the tiles: data fingerprints, shapes, fit options
+      tiles/tile_0003_0012.nc one file per finished tile (row 3, column 12)
+
+A tile file appears only once complete (written to a temporary name in the same
+folder, flushed to disk, then renamed, which is atomic on POSIX and Windows), so a
+run killed at any moment leaves whole tiles or nothing; a re-run loads the finished tiles and
+fits the rest. A store made with other settings or other data is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StoreMismatchError", "TileStore", "fingerprint"]
+
+# Bumped when the layout or the meaning of a tile file changes.
+STORE_FORMAT = "bayeskernel-tiles-1"
+_TILE_NAME = re.compile(r"^tile_(\d+)_(\d+)\.nc$")
+
+
+class StoreMismatchError(ValueError):
+    """The store folder holds tiles made with other settings or other data."""
+
+
+def fingerprint(array) -> str | None:
+    """Short content hash of an array (shape, dtype and bytes), or None."""
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.shape}{array.dtype.str}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call ``write(temporary_path)``, then rename onto ``path`` (all or nothing)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as written:  # on disk before the name says "done"
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class TileStore:
+    """Finished tiles of one :func:`~bayeskernel.tiles.fit_tiles` run on disk.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The store folder (created if missing).
+    settings : dict
+        JSON-serialisable description of the run. Written on first use;
+        compared with the stored one on later runs.
+
+    Raises
+    ------
+    StoreMismatchError
+        When the folder already holds a run with different settings.
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: dict):
+        self.path = Path(path)
+        self.tile_folder = self.path / "tiles"
+        self.settings = json.loads(json.dumps(settings))  # normalise tuples to lists
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"store {str(self.path)!r} exists and is not a folder")
+        self.tile_folder.mkdir(parents=True, exist_ok=True)
+        settings_file = self.path / "settings.json"
+        if settings_file.exists():
+            self._check(json.loads(settings_file.read_text()))
+        else:
+            text = json.dumps(self.settings, indent=1, sort_keys=True)
+            _write_atomically(settings_file, lambda name: Path(name).write_text(text))
+        # Leftovers of a run killed while writing: never a finished tile.
+        for leftover in self.tile_folder.glob(".tile_*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def _check(self, stored: dict) -> None:
+        differences = []
+        for key in sorted(set(stored) | set(self.settings)):
+            before, now = stored.get(key), self.settings.get(key)
+            if isinstance(before, dict) and isinstance(now, dict):
+                differences += [
+                    f"{name}: {before.get(name)!r} in the store, {now.get(name)!r} now"
+                    for name in sorted(set(before) | set(now))
+                    if before.get(name) != now.get(name)
+                ]
+            elif before != now:
+                differences.append(f"{key}: {before!r} in the store, {now!r} now")
+        if differences:
+            raise StoreMismatchError(
+                f"store {str(self.path)!r} holds tiles made with different settings ("
+                + "; ".join(differences)
+                + "). Use a new store folder, or delete this one to start over."
+            )
+
+    def tile_path(self, tile_row: int, tile_col: int) -> Path:
+        return self.tile_folder / f"tile_{tile_row:04d}_{tile_col:04d}.nc"
+
+    def finished(self) -> set[tuple[int, int]]:
+        """Indices of the tiles whose files are complete."""
+        found = set()
+        for entry in self.tile_folder.iterdir():
+            match = _TILE_NAME.match(entry.name)
+            if match:
+                found.add((int(match[1]), int(match[2])))
+        return found
+
+    def write(self, tile_row: int, tile_col: int, dataset) -> Path:
+        """Write one tile's ``xarray.Dataset`` (h5netcdf), atomically."""
+        path = self.tile_path(tile_row, tile_col)
+        _write_atomically(path, lambda name: dataset.to_netcdf(name, engine="h5netcdf"))
+        return path
+
+    def read(self, tile_row: int, tile_col: int):
+        """One finished tile as an in-memory ``xarray.Dataset`` (file closed)."""
+        import xarray as xr
+
+        with xr.open_dataset(self.tile_path(tile_row, tile_col), engine="h5netcdf") as dataset:
+            return dataset.load()
