@@ -13,7 +13,7 @@ from bayeskernel._validation import check_fit_inputs
 from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.forward import make_operator
 from bayeskernel.infer.collapsed import HYPER_SAMPLERS, SOLVERS
-from bayeskernel.model import default_hyper_scales
+from bayeskernel.model import HyperScales, default_hyper_scales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
 
@@ -47,6 +47,7 @@ def fit(
     num_steps: int = 5000,
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
+    hyper_scales: HyperScales | tuple[float, float] | None = None,
     centered: bool | None = None,
     solver: Literal["auto", "dense", "krylov"] = "auto",
     hyper_sampler: Literal["auto", "grid", "nuts"] = "auto",
@@ -94,6 +95,12 @@ def fit(
         Optimisation steps of SVI.
     noise_sigma, kernel_scale : float, optional
         Hold a hyperparameter fixed instead of learning it.
+    hyper_scales : HyperScales or (noise, kernel), optional
+        Scales of the hyperpriors, ``sigma ~ HalfNormal(noise)`` and
+        ``s ~ HalfCauchy(kernel)``. Default: set from the data's scale
+        (:func:`bayeskernel.model.default_hyper_scales`); give them to fix the
+        prior independently of the data (simulation-based calibration, or
+        comparing evidence across data sets).
     centered : bool, optional
         Parameterisation for NUTS/SVI; default: centred when there are at
         least as many observed pixels as kernel entries.
@@ -173,10 +180,14 @@ def fit(
             "(use method='nuts' or 'svi')"
         )
     seen = [b if m is None else b[m] for _, b, _, m in pairs]
-    scales = default_hyper_scales(
-        np.concatenate([a.ravel() for a, *_ in pairs]), np.concatenate([v.ravel() for v in seen]),
-        kernel_shape,
-    )  # fmt: skip
+    if hyper_scales is None:
+        scales = default_hyper_scales(
+            np.concatenate([a.ravel() for a, *_ in pairs]),
+            np.concatenate([v.ravel() for v in seen]),
+            kernel_shape,
+        )
+    else:
+        scales = _check_hyper_scales(hyper_scales)
     num_observed = sum(v.size for v in seen)
     if centered is None:
         centered = num_observed >= getattr(prior, "num_latent", 0)
@@ -223,6 +234,7 @@ def fit(
                 optimise=(method == "map"), solver=solver, thinning=thinning,
                 hyper_sampler=hyper_sampler, **common,
             )  # fmt: skip
+    posterior.diagnostics["hyper_scales"] = {"noise": scales.noise, "kernel": scales.kernel}
     for text in prior_dominance_warnings(posterior):
         warnings.warn(PriorDominatedWarning(text), stacklevel=2)
     restored = [(a, b if m is None else np.where(m, b, np.nan)) for a, b, _, m in pairs]
@@ -232,6 +244,18 @@ def fit(
         posterior.image = [a for a, _ in restored]
         posterior.observed = [b for _, b in restored]
     return posterior
+
+
+def _check_hyper_scales(value) -> HyperScales:
+    try:
+        noise, kernel = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"hyper_scales must be HyperScales(noise, kernel) or a pair of numbers, got {value!r}"
+        ) from None
+    if not (np.isfinite(noise) and noise > 0 and np.isfinite(kernel) and kernel > 0):
+        raise ValueError(f"hyper_scales must be positive and finite, got {(noise, kernel)}")
+    return HyperScales(noise=noise, kernel=kernel)
 
 
 def _warn_not_binary(images: list[np.ndarray]) -> None:

@@ -89,46 +89,55 @@ def _pair_log_likelihood(image, observed, posterior, kernels, sigmas) -> np.ndar
     return out
 
 
-def compare(posteriors: Mapping[str, KernelPosterior], *, max_draws: int = 200):
-    """Rank models of the same data by expected log predictive density (PSIS-LOO).
+def compare(
+    posteriors: Mapping[str, KernelPosterior],
+    *,
+    method: str = "loo",
+    max_draws: int = 200,
+):
+    """Rank models of the same data: PSIS-LOO, or the exact marginal likelihood.
 
     Parameters
     ----------
     posteriors : mapping of name -> KernelPosterior
         Fits of the same ``A`` and ``B`` (priors, methods or kernel shapes may differ).
+    method : {'loo', 'evidence'}
+        ``'loo'``: expected log predictive density by Pareto-smoothed
+        importance-sampling leave-one-out (ArviZ), any fits. ``'evidence'``: the
+        log marginal likelihood ``log p(B)`` of each model, kernel and
+        hyperparameters integrated out, which the exact route computes by
+        quadrature (``diagnostics['log_evidence']``; linear-Gaussian priors,
+        ``method='exact'``); differences are log Bayes factors.
     max_draws : int
-        Draws per chain used for the pointwise likelihood.
+        Draws per chain used for the pointwise likelihood (``'loo'``).
 
     Returns
     -------
     pandas.DataFrame
-        ArviZ's comparison table, best model first (``elpd_loo``, ``se``,
-        ``dse``, ``weight``, ``warning`` ...).
+        Best model first. ``'loo'``: ArviZ's comparison table (``elpd_loo``,
+        ``se``, ``dse``, ``weight``, ``warning`` ...). ``'evidence'``:
+        ``log_evidence``, ``d_log_evidence`` (to the best), ``stderr`` (Monte
+        Carlo error of the Krylov solver's log-determinant, 0 for the dense one)
+        and ``weight`` (posterior model probabilities for equal prior odds).
 
     Notes
     -----
-    Pixels are the units left out; ``warning=True`` marks Pareto k above 0.7,
-    where the PSIS estimate is unreliable (very flexible priors).
+    Pixels are the units left out by LOO; ``warning=True`` marks Pareto k above
+    0.7, where the PSIS estimate is unreliable (very flexible priors). The
+    evidence depends on the hyperpriors, which ``fit`` sets from the data's
+    scale in the same way for every prior.
     """
     import arviz as az
 
+    if method not in ("loo", "evidence"):
+        raise ValueError(f"method must be 'loo' or 'evidence', got {method!r}")
     if len(posteriors) < 2:
         raise ValueError("compare needs at least two posteriors")
-    reference = None
+    _check_same_data(posteriors)
+    if method == "evidence":
+        return _compare_evidence(posteriors)
     idatas = {}
     for name, posterior in posteriors.items():
-        observed = posterior.observed
-        if isinstance(observed, list):
-            observed = np.concatenate([np.ravel(b) for b in observed])
-        observed = np.asarray(observed)
-        if reference is None:
-            reference = observed
-        elif (
-            observed.shape != reference.shape
-            or not np.array_equal(np.isnan(observed), np.isnan(reference))
-            or not np.allclose(np.nan_to_num(observed), np.nan_to_num(reference))
-        ):
-            raise ValueError(f"posterior {name!r} was fitted to different data than the others")
         log_lik = pointwise_log_likelihood(posterior, max_draws=max_draws)
         idatas[name] = az.from_dict(
             posterior={
@@ -144,3 +153,45 @@ def compare(posteriors: Mapping[str, KernelPosterior], *, max_draws: int = 200):
         # ArviZ 0.x calls a pandas method deprecated in pandas 3.1; not ours to fix.
         warnings.filterwarnings("ignore", message="The inplace keyword")
         return az.compare(idatas, ic="loo")
+
+
+def _check_same_data(posteriors: Mapping[str, KernelPosterior]) -> None:
+    reference = None
+    for name, posterior in posteriors.items():
+        observed = posterior.observed
+        if observed is None:
+            raise ValueError(f"posterior {name!r} carries no data; refit with bayeskernel.fit")
+        if isinstance(observed, list):
+            observed = np.concatenate([np.ravel(b) for b in observed])
+        observed = np.asarray(observed)
+        if reference is None:
+            reference = observed
+        elif (
+            observed.shape != reference.shape
+            or not np.array_equal(np.isnan(observed), np.isnan(reference))
+            or not np.allclose(np.nan_to_num(observed), np.nan_to_num(reference))
+        ):
+            raise ValueError(f"posterior {name!r} was fitted to different data than the others")
+
+
+def _compare_evidence(posteriors: Mapping[str, KernelPosterior]):
+    import pandas as pd
+
+    rows = {}
+    for name, posterior in posteriors.items():
+        value = posterior.diagnostics.get("log_evidence")
+        if value is None:
+            raise ValueError(
+                f"posterior {name!r} has no log evidence: it needs method='exact' with a "
+                f"linear-Gaussian prior and the grid hyperparameter sampler (it was fitted "
+                f"with method={posterior.method!r}, prior={posterior.prior!r}); "
+                "use compare(..., method='loo')"
+            )
+        rows[name] = (value, posterior.diagnostics.get("log_evidence_stderr", 0.0))
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["log_evidence", "stderr"])
+    table = table.sort_values("log_evidence", ascending=False)
+    table["d_log_evidence"] = table["log_evidence"].iloc[0] - table["log_evidence"]
+    weights = np.exp(-table["d_log_evidence"].to_numpy())
+    table["weight"] = weights / weights.sum()
+    table.insert(0, "rank", np.arange(len(table)))
+    return table[["rank", "log_evidence", "d_log_evidence", "stderr", "weight"]]

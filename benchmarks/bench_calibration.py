@@ -26,7 +26,7 @@ schemes are:
 * 'map' gives point estimates of the hyperparameters (constant draws), so only
   its kernel entries are checked;
 * ``fixed-prior``: hyperparameters learned, with ``fit``'s hyperprior scales
-  replaced by ``(s0, sigma0)`` (``bayeskernel.api.default_hyper_scales`` is
+  replaced by ``(s0, sigma0)`` (through ``fit(..., hyper_scales=)``; formerly
   patched for the duration of the call). This is the model the data were drawn
   from: a proper SBC of the learned-hyperparameter posterior;
 * ``fit-default``: hyperparameters learned with ``fit`` exactly as users call it
@@ -55,7 +55,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -120,25 +119,13 @@ def draw_case(rep: int, scales: HyperScales, prior: SmoothPrior):
     return image, observed, kernel, sigma, scale
 
 
-@contextlib.contextmanager
-def hyper_scales_fixed_at(scales: HyperScales):
-    """Make ``fit`` use fixed hyperprior scales instead of data-derived ones."""
-    original = bayeskernel.api.default_hyper_scales
-    bayeskernel.api.default_hyper_scales = lambda *args, **kwargs: scales
-    try:
-        yield
-    finally:
-        bayeskernel.api.default_hyper_scales = original
-
-
 def fit_one(scheme, method, image, observed, sigma, scale, scales, seed):
     kwargs = dict(SETTINGS[method], method=method, seed=seed, progress_bar=False,
                   draws_dtype=np.float64)  # fmt: skip
     if scheme == "kernel-only":
         return bk.fit(image, observed, KERNEL, noise_sigma=sigma, kernel_scale=scale, **kwargs)
     if scheme == "fixed-prior":
-        with hyper_scales_fixed_at(scales):
-            return bk.fit(image, observed, KERNEL, **kwargs)
+        return bk.fit(image, observed, KERNEL, hyper_scales=scales, **kwargs)
     return bk.fit(image, observed, KERNEL, **kwargs)
 
 

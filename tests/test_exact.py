@@ -10,6 +10,7 @@ from reference import convolution_matrix, gaussian_posterior, log_marginal, smoo
 import bayeskernel as bk
 from bayeskernel.forward import make_operator
 from bayeskernel.infer.exact import decompose, log_marginal_likelihood, whitened_operator
+from bayeskernel.model import default_hyper_scales
 from bayeskernel.priors import SmoothPrior
 
 # (image, kernel, mode): kernel-space (p <= n) and data-space (p > n) cases.
@@ -114,3 +115,45 @@ def test_grid_and_nuts_hyperparameter_draws_agree():
         assert abs(a.std() / b.std() - 1) < 0.15, name
     with pytest.raises(ValueError, match="hyper_sampler must be one of"):
         bk.fit(case.A, case.B, (7, 7), hyper_sampler="laplace")
+
+
+def test_log_evidence_matches_brute_force_integration():
+    case = _case((12, 12), (5, 5), "same", seed=7)
+    post = bk.fit(case.A, case.B, (5, 5), num_samples=50, progress_bar=False)
+    ours = post.diagnostics["log_evidence"]
+    # Independent reference: dense N(B | 0, sigma^2 I + s^2 H C H^T) times the
+    # hyperpriors, integrated by brute force over (log sigma, log s).
+    H = convolution_matrix(case.A, (5, 5), "same")
+    g, U = np.linalg.eigh(H @ smooth_prior_covariance((5, 5), 1) @ H.T)
+    d2 = (U.T @ case.B.ravel()) ** 2
+    scales = default_hyper_scales(case.A, case.B, (5, 5))
+    log_sigma = np.linspace(np.log(0.01), np.log(0.2), 500)[:, None, None]
+    log_s = np.linspace(np.log(1e-3), np.log(1.0), 500)[None, :, None]
+    sigma2, s2 = np.exp(2 * log_sigma), np.exp(2 * log_s)
+    total = sigma2 + s2 * np.clip(g, 0, None)
+    log_lik = -0.5 * (g.size * np.log(2 * np.pi) + np.log(total).sum(-1) + (d2 / total).sum(-1))
+    sigma, s = np.exp(log_sigma[..., 0]), np.exp(log_s[..., 0])
+    log_prior = (
+        np.log(2 / (np.pi * scales.kernel * (1 + (s / scales.kernel) ** 2)))
+        + np.log(np.sqrt(2 / np.pi) / scales.noise) - sigma**2 / (2 * scales.noise**2)
+        + np.log(sigma) + np.log(s)  # densities in log coordinates
+    )  # fmt: skip
+    joint = log_lik + log_prior
+    peak = joint.max()
+    cell = np.diff(log_sigma[:, 0, 0])[0] * np.diff(log_s[0, :, 0])[0]
+    reference = peak + np.log(np.trapezoid(np.trapezoid(np.exp(joint - peak)))) + np.log(cell)
+    assert abs(ours - reference) < 1e-3
+
+
+def test_compare_by_evidence_prefers_the_smooth_prior_for_a_smooth_kernel():
+    case = _case((24, 24), (7, 7), "same", seed=8)
+    fits = {
+        p: bk.fit(case.A, case.B, (7, 7), prior=p, num_samples=50, progress_bar=False)
+        for p in ("smooth2", "iid")
+    }
+    table = bk.compare(fits, method="evidence")
+    assert list(table.index) == ["smooth2", "iid"]
+    assert table["d_log_evidence"].iloc[1] > 3 and abs(table["weight"].sum() - 1) < 1e-12
+    fits["map"] = bk.fit(case.A, case.B, (7, 7), method="map", num_samples=5, progress_bar=False)
+    with pytest.raises(ValueError, match="'map' has no log evidence"):
+        bk.compare(fits, method="evidence")

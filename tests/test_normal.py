@@ -29,3 +29,20 @@ def test_normal_matrix_equals_dense(image_shape, kernel_shape, mode, rng):
     ours = normal_matrix(a, kernel_shape, mode)
     assert ours.shape == dense.shape
     np.testing.assert_allclose(ours, dense, rtol=0, atol=1e-12 * np.abs(dense).max())
+
+
+@pytest.mark.filterwarnings("ignore::bayeskernel.api.PriorDominatedWarning")
+def test_exact_route_uses_the_normal_matrix_only_where_it_pays():
+    import bayeskernel as bk
+
+    case = bk.simulate((24, 24), "gaussian", (9, 9), noise_sigma=0.05, seed=0)
+    iid = bk.fit(case.A, case.B, (9, 9), prior="iid", method="map", num_samples=5,
+                 progress_bar=False)  # fmt: skip
+    assert iid.diagnostics["gram_build"] == "normal matrix"
+    # A radial profile has a few dozen knots on a 41x41 grid: the kernel-grid
+    # normal matrix would be far larger than the latent Gram matrix.
+    wide = bk.simulate((48, 48), "gaussian", (41, 41), noise_sigma=0.05, seed=0)
+    radial = bk.fit(wide.A, wide.B, (41, 41), prior="radial", method="map", num_samples=5,
+                    progress_bar=False)  # fmt: skip
+    assert radial.diagnostics["space"] == "kernel"
+    assert radial.diagnostics["gram_build"] == "operator columns"

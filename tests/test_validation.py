@@ -97,3 +97,13 @@ def test_thinning_keeps_num_samples_draws():
                       num_chains=1, thinning=3, progress_bar=False)  # fmt: skip
         assert post.kernel_draws.shape == (1, 20, 3, 3)
         assert post.noise_sigma_draws.shape == (1, 20)
+
+
+def test_hyper_scales_fix_the_hyperpriors():
+    case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=0)
+    post = bk.fit(case.A, case.B, (3, 3), method="map", num_samples=5, hyper_scales=(0.2, 0.1),
+                  progress_bar=False)  # fmt: skip
+    assert post.diagnostics["hyper_scales"] == {"noise": 0.2, "kernel": 0.1}
+    for bad in ((0.2, -1.0), (0.2,), "big"):
+        with pytest.raises(ValueError, match="hyper_scales must be"):
+            bk.fit(case.A, case.B, (3, 3), hyper_scales=bad)

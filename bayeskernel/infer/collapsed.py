@@ -52,6 +52,9 @@ HYPER_SAMPLERS = ("auto", "grid", "nuts")
 # the Krylov route about 2,000 products plus ~30 per kernel draw
 # (benchmarks/bench_krylov.py measures the crossover).
 DENSE_AUTO_LIMIT = 5_000
+# Build W^T W from the kernel-grid normal matrix H^T H only when the kernel grid
+# has at most this many times as many entries as the latent space.
+NORMAL_MATRIX_RATIO = 4
 # Kernel draws made per batched call.
 _DRAW_BATCH = 64
 # NUTS on the two hyperparameters keeps every third draw: hyperparameter draws
@@ -116,10 +119,19 @@ def run_exact(
     if solver == "dense":
         gram = None
         masks = mask if isinstance(mask, tuple) else (mask,)
-        if whitened.num_latent <= whitened.num_observed and all(m is None for m in masks):
+        kernel_size = int(np.prod(prior.kernel_shape))
+        # The normal matrix is kernel-grid sized (kernel_size^2): worth it when the
+        # latent space is about as large (iid, smooth), not for a radial profile
+        # of 140 knots on a 199x199 grid (a 12 GB matrix for 140 columns).
+        if (
+            whitened.num_latent <= whitened.num_observed
+            and all(m is None for m in masks)
+            and kernel_size <= min(DENSE_LIMIT, NORMAL_MATRIX_RATIO * whitened.num_latent)
+        ):
             operators = operator if isinstance(operator, tuple) else (operator,)
             gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram)
+        timings_gram = "normal matrix" if gram is not None else "operator columns"
         log_likelihood = partial(log_marginal_likelihood, summary)
     else:
         summary = krylov_summary(whitened, flat, probe_key)
@@ -195,6 +207,7 @@ def run_exact(
     # of the hat matrix, sum_j t g_j / (1 + t g_j).
     ratio = float(np.median(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2))
     if solver == "dense":
+        diagnostics["gram_build"] = timings_gram
         diagnostics["rank"] = int(np.sum(summary.eigenvalues > summary.eigenvalues.max() * 1e-12))
         diagnostics["dense_size"] = int(summary.eigenvalues.shape[0])
         shrink = ratio * summary.eigenvalues / (1.0 + ratio * summary.eigenvalues)
@@ -311,6 +324,8 @@ def _krylov_diagnostics(summary, stats, sigma, scale) -> dict:
         "slq_steps": int(summary.logdet_nodes.shape[1]),
         "deflation_rank": int(summary.ritz_values.shape[0]),
         **errors,
+        # log p(B) carries half the log-determinant's Monte Carlo error.
+        "log_evidence_stderr": 0.5 * errors["logdet_stderr"],
         # The log-determinant's probe error tilts log p by about half its slope
         # error per unit log t; that moves the posterior of log t by this many
         # of its own standard deviations (0 when the hyperparameters are fixed).
