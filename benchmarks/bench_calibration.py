@@ -17,7 +17,7 @@ centre, edge and corner kernel entries.
 :func:`bayeskernel.model.default_hyper_scales` gives on a pilot data set of the
 same design (``bk.simulate((16, 16), 'gaussian', (5, 5), density=0.2,
 noise_sigma=0.05, seed=0)``). ``fit`` itself sets the scales from each data set,
-which makes its prior data-dependent; it has no argument to fix them, so the
+which makes its prior data-dependent, unless ``hyper_scales=`` fixes them; the
 schemes are:
 
 * ``kernel-only``: ``fit(..., noise_sigma=sigma, kernel_scale=s)`` at the drawn
