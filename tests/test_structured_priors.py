@@ -247,3 +247,55 @@ def test_elliptical_radial_prior_finds_centre_and_axis_ratio():
     ratio = np.exp(post.parameter_draws["log_axis_ratio"]).mean()
     assert abs(max(ratio, 1 / ratio) - 2.0) < 0.2
     assert bk.relative_error(post.kernel_mean, kernel) < 0.1
+
+
+def test_residual_prior_is_the_family_plus_a_smooth_field():
+    from numpyro import handlers
+
+    from bayeskernel.model import HyperScales
+
+    prior = bk.priors.resolve_prior("gaussian+residual", (9, 9))
+    assert prior.residual and prior.name == "gaussian+residual"
+    fixed = {"amplitude": 2.0, "width": 2.0, "width_2": 1.5, "angle": 0.3}
+    with jax.enable_x64(True):
+        family = np.asarray(family_kernel("gaussian", fixed, (9, 9), prior.grid_centre))
+        for scale in (0.0, 0.5):
+            with (
+                handlers.seed(rng_seed=0),
+                handlers.substitute(data={**fixed, "residual_scale": scale}),
+            ):
+                kernel = np.asarray(prior.sample(HyperScales(noise=1.0, kernel=1.0)))
+            gap = np.abs(kernel - family).max()
+            assert (gap < 1e-12) if scale == 0.0 else (gap > 0.05)
+    with pytest.raises(ValueError, match="<family>\\+residual"):
+        bk.priors.resolve_prior("disk+residual", (9, 9))
+
+
+@pytest.mark.slow
+def test_residual_prior_recovers_a_kernel_that_is_nearly_gaussian():
+    shape = (9, 9)
+    kernel = bk.make_kernel("gaussian", shape)
+    streak = np.eye(9)[::-1] * (np.abs(np.arange(9)[:, None] - 4) < 3)
+    kernel = kernel + 0.04 * streak  # a faint anti-diagonal streak
+    case = bk.simulate((40, 40), kernel, noise_sigma=0.01, seed=3)
+    fits = {
+        p: bk.fit(
+            case.A,
+            case.B,
+            shape,
+            prior=p,
+            num_warmup=300,
+            num_samples=300,
+            num_chains=1,
+            progress_bar=False,
+            seed=1,
+        )  # fmt: skip
+        for p in ("gaussian", "gaussian+residual")
+    }
+    plain, residual = fits["gaussian"], fits["gaussian+residual"]
+    # Measured: 0.286 -> 0.026 relative error, coverage 0.00 -> 0.96, sigma 0.029 -> 0.0103.
+    assert bk.relative_error(residual.kernel_mean, kernel) < 0.05
+    assert bk.relative_error(plain.kernel_mean, kernel) > 0.15
+    assert bk.coverage(*residual.interval(0.95), kernel) > 0.85
+    assert abs(residual.noise_sigma / 0.01 - 1) < 0.1
+    assert list(compare(fits).index)[0] == "gaussian+residual"

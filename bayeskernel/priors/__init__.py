@@ -37,8 +37,9 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     """Turn a name or a prior instance into a prior for ``kernel_shape``.
 
     Names: ``'smooth'``, ``'smooth2'``, ``'iid'``, ``'radial'`` (linear-Gaussian),
-    ``'lowrank'`` (rank 1), and the parametric families ``'gaussian'``,
-    ``'moffat'``, ``'airy'``, ``'power_law'``.
+    ``'lowrank'`` (rank 1), the parametric families ``'gaussian'``,
+    ``'moffat'``, ``'airy'``, ``'power_law'``, and each family with a smooth
+    nonparametric residual, e.g. ``'gaussian+residual'``.
 
     Raises
     ------
@@ -53,8 +54,11 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
             return LowRankPrior(kernel_shape)
         if prior in FAMILIES:
             return ParametricPrior(kernel_shape, family=prior)
+        family = prior.removesuffix("+residual")
+        if prior.endswith("+residual") and family in FAMILIES:
+            return ParametricPrior(kernel_shape, family=family, residual=True)
         if prior not in _NAMED:
-            names = sorted([*_NAMED, "smooth2", "lowrank", *FAMILIES])
+            names = sorted([*_NAMED, "smooth2", "lowrank", *FAMILIES, "<family>+residual"])
             raise ValueError(
                 f"prior must be one of {names} or a KernelPrior instance, got {prior!r}"
             )

@@ -18,6 +18,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import bessel_jn
 
 from bayeskernel.priors.base import KernelPrior
+from bayeskernel.priors.gaussian import SmoothPrior
 
 __all__ = ["FAMILIES", "ParametricPrior"]
 
@@ -73,12 +74,19 @@ class ParametricPrior(KernelPrior):
     purpose), widths ``~ LogNormal(log(min(P, Q) / 6), 1.5)``, ``beta ~
     LogNormal(log 2.5, 0.7)``, ``exponent ~ Uniform(0, 5)``, ``angle ~
     Uniform(0, pi)``.
+
+    ``residual=True`` adds a nonparametric correction: ``K = family(params) +
+    r T z`` with ``T`` the smooth prior's map (:class:`SmoothPrior`), ``z ~
+    N(0, I)`` (site ``residual_latent``) and ``r ~ HalfNormal(s0)`` (site
+    ``residual_scale``), for kernels that are *nearly* of the family. The
+    posterior of ``r`` says how far from the family the data push.
     """
 
     kernel_shape: tuple[int, int]
     family: str = "gaussian"
     centre: tuple[float, float] | None = None
     isotropic: bool = False
+    residual: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -86,7 +94,7 @@ class ParametricPrior(KernelPrior):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return self.family
+        return f"{self.family}+residual" if self.residual else self.family
 
     @property
     def grid_centre(self) -> tuple[float, float]:
@@ -111,4 +119,12 @@ class ParametricPrior(KernelPrior):
             params["centre_value"] = numpyro.sample(
                 "centre_value", dist.Normal(0.0, 100 * scales.kernel)
             )
-        return family_kernel(self.family, params, self.kernel_shape, self.grid_centre)
+        kernel = family_kernel(self.family, params, self.kernel_shape, self.grid_centre)
+        if self.residual:
+            smooth = SmoothPrior(self.kernel_shape)
+            scale = numpyro.sample("residual_scale", dist.HalfNormal(scales.kernel))
+            latent = numpyro.sample(
+                "residual_latent", dist.Normal(0.0, 1.0).expand([smooth.num_latent]).to_event(1)
+            )
+            kernel = kernel + scale * smooth.to_kernel(latent)
+        return kernel
