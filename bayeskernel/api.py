@@ -87,10 +87,10 @@ def fit(
         Sampler settings (``num_samples`` per chain; SVI draws ``num_samples``).
     thinning : int
         Keep every ``thinning``-th draw of a Markov chain (NUTS, and the exact
-        route's hyperparameter chain): the sampler runs ``num_samples *
-        thinning`` iterations and stores ``num_samples`` draws per chain, so
-        memory stays that of ``num_samples``. Ignored where draws are
-        independent (``'map'``, ``'svi'``).
+        route's hyperparameters when ``hyper_sampler='nuts'``): the sampler runs
+        ``num_samples * thinning`` iterations and stores ``num_samples`` draws
+        per chain, so memory stays that of ``num_samples``. Ignored where draws
+        are independent (``'map'``, ``'svi'``, the grid sampler).
     num_steps : int
         Optimisation steps of SVI.
     noise_sigma, kernel_scale : float, optional

@@ -131,7 +131,7 @@ def run_exact(
             operators = operator if isinstance(operator, tuple) else (operator,)
             gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram)
-        timings_gram = "normal matrix" if gram is not None else "operator columns"
+        gram_build = "normal matrix" if gram is not None else "operator columns"
         log_likelihood = partial(log_marginal_likelihood, summary)
     else:
         summary = krylov_summary(whitened, flat, probe_key)
@@ -207,7 +207,7 @@ def run_exact(
     # of the hat matrix, sum_j t g_j / (1 + t g_j).
     ratio = float(np.median(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2))
     if solver == "dense":
-        diagnostics["gram_build"] = timings_gram
+        diagnostics["gram_build"] = gram_build
         diagnostics["rank"] = int(np.sum(summary.eigenvalues > summary.eigenvalues.max() * 1e-12))
         diagnostics["dense_size"] = int(summary.eigenvalues.shape[0])
         shrink = ratio * summary.eigenvalues / (1.0 + ratio * summary.eigenvalues)
