@@ -211,3 +211,18 @@ def test_simulate_refuses_impossible_shapes(tmp_path):
     result = run("simulate", "--out", tmp_path, "--mode", "valid", "--image-shape", 5, 20)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "impossible for mode='valid'" in result.stderr
+
+
+def test_fit_solver_and_binary_options(data, tmp_path):
+    scaled = tmp_path / "A255.npy"
+    np.save(scaled, 255 * np.load(data / "A.npy"))
+    out = tmp_path / "out"
+    result = run(
+        "fit", scaled, data / "B.npy", *KERNEL, *QUICK, "--solver", "krylov", "--binary",
+        "--plots", "none", "--out", out,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "bayeskernel: warning: A was declared binary" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["diagnostics"]["solver"] == "krylov"
+    assert summary["diagnostics"]["cg_max_residual"] <= summary["diagnostics"]["cg_rtol"]
