@@ -86,7 +86,7 @@ def test_deflation_cuts_conjugate_gradient_iterations():
             )
             assert float(residual.max()) <= 1e-7
             counts[deflate] = float(count.mean())
-    # 183 -> 38 here; 630 -> 27 on the motivating case (benchmarks/bench_krylov.py).
+    # 183 -> 38 here; 471 -> 27 on the motivating case (benchmarks/bench_exact.py).
     assert counts[True] < counts[False] / 3, counts
 
 

@@ -28,7 +28,7 @@ kernel larger than the image and a smoothness prior, ``G`` carries huge
 low-rank non-stationary terms (the prior's boundary behaviour) that no
 circulant matches; measured on the motivating case, a Strang circulant
 preconditioner stalled at 3,000 iterations, while deflating 150 Ritz pairs
-cut plain CG's ~630 iterations to ~30 (benchmarks/bench_krylov.py).
+cut plain CG from 471 to 27 iterations per draw (benchmarks/bench_exact.py).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ __all__ = [
     "pcg",
 ]
 
-# Defaults, measured on the motivating case (benchmarks/bench_krylov.py).
+# Defaults, from prototype runs on the motivating case against its dense spectrum
+# (docs/model.md quotes them; benchmarks/bench_exact.py times the result).
 LANCZOS_STEPS = 300  # quadratic form converges in ~100; the rest feeds deflation
 SLQ_PROBES = 32
 SLQ_STEPS = 60  # the log-determinant estimate is the same at 50 and 100 steps
