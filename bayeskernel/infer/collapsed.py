@@ -34,6 +34,7 @@ from bayeskernel.infer.exact import (
 )
 from bayeskernel.infer.grid import grid_draws
 from bayeskernel.infer.krylov import (
+    CG_RTOL,
     krylov_draws,
     krylov_log_marginal_likelihood,
     krylov_summary,
@@ -204,20 +205,18 @@ def run_exact(
     timings["seconds"] = sum(timings.values())
 
     diagnostics = {**timings, "solver": solver, "space": summary.space, **hyper_diagnostics}
-    # Effective number of parameters at the median t = s^2 / sigma^2: the trace
-    # of the hat matrix, sum_j t g_j / (1 + t g_j).
-    ratio = float(np.median(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2))
     if solver == "dense":
         diagnostics["gram_build"] = gram_build
         diagnostics["rank"] = int(np.sum(summary.eigenvalues > summary.eigenvalues.max() * 1e-12))
         diagnostics["dense_size"] = int(summary.eigenvalues.shape[0])
+        # Effective number of parameters at the median t = s^2 / sigma^2: the
+        # trace of the hat matrix, sum_j t g_j / (1 + t g_j).
+        ratio = float(np.median(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2))
         shrink = ratio * summary.eigenvalues / (1.0 + ratio * summary.eigenvalues)
         diagnostics["effective_parameters"] = float(np.sum(shrink))
     else:
+        # Includes effective_parameters, from the same probes.
         diagnostics.update(_krylov_diagnostics(summary, stats, sigma, scale))
-        nodes, weights = summary.logdet_nodes, summary.logdet_weights
-        shrink = weights * ratio * nodes / (1.0 + ratio * nodes)
-        diagnostics["effective_parameters"] = float(np.mean(np.sum(shrink, axis=-1)))
     diagnostics["num_latent"] = int(whitened.num_latent)
     return KernelPosterior(
         kernel_draws=kernels,
@@ -314,8 +313,6 @@ def _kernel_draws(rng_key, draw_latent, arrays, prior, sigma, scale, dtype):
 
 def _krylov_diagnostics(summary, stats, sigma, scale) -> dict:
     """Solver statistics of the Krylov route, in the result's diagnostics."""
-    from bayeskernel.infer import krylov
-
     log_ratio = np.log(scale.reshape(-1) ** 2 / sigma.reshape(-1) ** 2)
     errors = log_det_error(summary, float(np.exp(np.median(log_ratio))))
     spread = float(np.std(log_ratio))
@@ -331,7 +328,7 @@ def _krylov_diagnostics(summary, stats, sigma, scale) -> dict:
         # error per unit log t; that moves the posterior of log t by this many
         # of its own standard deviations (0 when the hyperparameters are fixed).
         "logdet_shift_in_sd": 0.5 * errors["logdet_slope_stderr"] * spread,
-        "cg_rtol": krylov.CG_RTOL,
+        "cg_rtol": CG_RTOL,
         "cg_iterations_mean": float(np.mean(stats["iterations"])),
         "cg_iterations_max": int(np.max(stats["iterations"])),
         "cg_max_residual": float(np.max(stats["residual"])),

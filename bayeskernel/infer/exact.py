@@ -174,23 +174,21 @@ def kernel_gram(operators: tuple, prior: LinearGaussianPrior) -> np.ndarray:
     """
     normal = sum(normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode) for op in operators)
     shape = tuple(prior.kernel_shape)
-    p = normal.shape[0]
     transpose = jax.jit(prior.to_latent_transpose)
+
+    def rows_to_latent(rows: np.ndarray) -> np.ndarray:
+        # T^T applied to each row (read as a kernel), in batches.
+        return np.concatenate(
+            [
+                np.asarray(transpose(jnp.asarray(rows[i : i + _GRAM_BATCH].reshape((-1,) + shape))))
+                for i in range(0, rows.shape[0], _GRAM_BATCH)
+            ]
+        )
+
     # M T (rows of the symmetric M as kernels), then T^T (M T).
-    normal_t = np.concatenate(
-        [
-            np.asarray(transpose(jnp.asarray(normal[i : i + _GRAM_BATCH].reshape((-1,) + shape))))
-            for i in range(0, p, _GRAM_BATCH)
-        ]
-    )
+    normal_t = rows_to_latent(normal)
     del normal
-    cols = np.ascontiguousarray(normal_t.T)
-    return np.concatenate(
-        [
-            np.asarray(transpose(jnp.asarray(cols[i : i + _GRAM_BATCH].reshape((-1,) + shape))))
-            for i in range(0, cols.shape[0], _GRAM_BATCH)
-        ]
-    )
+    return rows_to_latent(np.ascontiguousarray(normal_t.T))
 
 
 def decompose(

@@ -161,21 +161,9 @@ def krylov_summary(
     """Lanczos runs for the collapsed marginal likelihood and the preconditioner."""
     p, n = whitened.num_latent, whitened.num_observed
     space = "data" if n <= p else "kernel"
-    if space == "data":
-
-        def gram(x):
-            return whitened.apply(whitened.transpose(x))
-
-        start = observed
-        size = n
-    else:
-
-        def gram(x):
-            return whitened.transpose(whitened.apply(x))
-
-        start = whitened.transpose(observed)
-        size = p
-    gram = jax.jit(gram)
+    start = observed if space == "data" else whitened.transpose(observed)
+    size = n if space == "data" else p
+    gram = jax.jit(_systems(whitened, space))
     data_energy = float(observed @ observed)
 
     # Quadratic form and deflation basis: one run from the data.
@@ -238,7 +226,8 @@ def log_det_error(summary: KrylovSummary, ratio: float) -> dict:
 
     Returns the standard error of ``log det(I + tG)`` and of its derivative in
     ``log t``; the latter, divided by the curvature of the log posterior in
-    ``log t``, bounds how far the probes can move the hyperparameters.
+    ``log t``, bounds how far the probes can move the hyperparameters. Also the
+    derivative's mean, the effective number of parameters.
     """
     per_probe = np.asarray(_log_det_per_probe(summary, ratio))
     nodes, weights = summary.logdet_nodes, summary.logdet_weights
@@ -247,6 +236,9 @@ def log_det_error(summary: KrylovSummary, ratio: float) -> dict:
     return {
         "logdet_stderr": float(per_probe.std(ddof=1) / np.sqrt(k)),
         "logdet_slope_stderr": float(slopes.std(ddof=1) / np.sqrt(k)),
+        # The slope is also the trace of t G (I + t G)^{-1}: the effective
+        # number of parameters.
+        "effective_parameters": float(slopes.mean()),
     }
 
 
