@@ -168,19 +168,22 @@ def _pair_likelihood(name, kernel, sigma, operator, observed, mask) -> None:
 
 
 def collapsed_model(
-    log_marginal_likelihood,
+    summary,
     scales: HyperScales,
     *,
+    log_likelihood,
     noise_sigma: float | None = None,
     kernel_scale: float | None = None,
 ) -> None:
     """Hyperparameters alone, the kernel integrated out analytically.
 
-    ``log_marginal_likelihood(noise_sigma, kernel_scale)`` is ``log p(B | sigma, s)``
-    (see :mod:`bayeskernel.infer.exact`). Any hyperprior written here works with
-    the exact route.
+    ``log_likelihood(summary, noise_sigma, kernel_scale)`` is ``log p(B | sigma, s)``
+    from a solver's summary of the data (see :mod:`bayeskernel.infer.exact` and
+    :mod:`bayeskernel.infer.krylov`). The summary is a model argument rather
+    than a closure so that compiled potentials are reused across fits. Any
+    hyperprior written here works with the exact route.
     """
     scale, sigma = sample_hyperparameters(
         scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale
     )
-    numpyro.factor("marginal_likelihood", log_marginal_likelihood(sigma, scale))
+    numpyro.factor("marginal_likelihood", log_likelihood(summary, sigma, scale))

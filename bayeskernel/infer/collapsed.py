@@ -13,6 +13,7 @@ Two backends give the same answer (to a reported tolerance):
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 
 import jax
@@ -134,10 +135,15 @@ def run_exact(
             gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram)
         gram_build = "normal matrix" if gram is not None else "operator columns"
-        log_likelihood = partial(log_marginal_likelihood, summary)
+        log_likelihood = log_marginal_likelihood
+        # The marginal likelihood needs the spectrum, not the eigenvectors.
+        terms = replace(summary, basis=None, latent_projection=None)
     else:
         summary = krylov_summary(whitened, flat, probe_key)
-        log_likelihood = partial(krylov_log_marginal_likelihood, summary)
+        log_likelihood = krylov_log_marginal_likelihood
+        terms = replace(summary, ritz_vectors=None)
+    # Device arrays once, not a host-to-device copy per call.
+    terms = jax.tree_util.tree_map(jnp.asarray, terms)
     timings["seconds_decomposition"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -145,22 +151,27 @@ def run_exact(
     sample_stats = {}
     hyper_diagnostics = {}
     if optimise or (noise_sigma is not None and kernel_scale is not None):
-        values = _optimise_hyperparameters(log_likelihood, scales, fixed) if optimise else fixed
+        values = (
+            _optimise_hyperparameters(log_likelihood, terms, scales, fixed) if optimise else fixed
+        )
         num_chains = 1
         sigma = constant_draws(values["noise_sigma"], 1, num_samples)
         scale = constant_draws(values["kernel_scale"], 1, num_samples)
     else:
-        model = partial(
-            collapsed_model,
-            log_likelihood,
-            scales,
-            noise_sigma=noise_sigma,
-            kernel_scale=kernel_scale,
-        )
+        # The model and its keywords are compile-time constants, the data
+        # summary and scales arguments: the compiled potential is reused.
+        model_args = (terms, HyperScales(float(scales.noise), float(scales.kernel)))
+        model_kwargs = {
+            "log_likelihood": log_likelihood,
+            "noise_sigma": noise_sigma,
+            "kernel_scale": kernel_scale,
+        }
         rng_key, hyper_key = jax.random.split(rng_key)
         samples = None
         if hyper_sampler in ("auto", "grid"):
-            samples = grid_draws(model, hyper_key, num_chains, num_samples)
+            samples = grid_draws(
+                collapsed_model, model_args, model_kwargs, hyper_key, num_chains, num_samples
+            )
             if samples is None and hyper_sampler == "grid":
                 raise ValueError(
                     "hyper_sampler='grid' needs a model with at most two free "
@@ -170,8 +181,9 @@ def run_exact(
             hyper_diagnostics = {"hyper_sampler": "grid", **samples.pop("_grid")}
         else:
             samples, sample_stats["diverging"] = _nuts_hyperparameters(
-                model, hyper_key, num_warmup, num_samples, num_chains, thinning, progress_bar
-            )
+                partial(collapsed_model, **model_kwargs), model_args, hyper_key,
+                num_warmup, num_samples, num_chains, thinning, progress_bar,
+            )  # fmt: skip
             hyper_diagnostics = {"hyper_sampler": "nuts"}
         sigma = samples.get(
             "noise_sigma", constant_draws(noise_sigma or 0, num_chains, num_samples)
@@ -182,25 +194,9 @@ def run_exact(
     timings["seconds_hyperparameters"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if solver == "dense":
-        arrays = (summary.basis, summary.eigenvalues, summary.latent_projection, flat)
-
-        def draw_latent(key, sig, sca, arrays):
-            basis, eigenvalues, latent_projection, data = arrays
-            local = summary._replace(
-                basis=basis, eigenvalues=eigenvalues, latent_projection=latent_projection
-            )
-            return conditional_draws(key, local, whitened, data, sig, sca), {}
-    else:
-        arrays = (summary.ritz_values, summary.ritz_vectors, flat)
-
-        def draw_latent(key, sig, sca, arrays):
-            values, vectors, data = arrays
-            local = summary._replace(ritz_values=values, ritz_vectors=vectors)
-            latent, count, residual = krylov_draws(key, local, whitened, data, sig, sca)
-            return latent, {"iterations": count, "residual": residual}
-
-    kernels, stats = _kernel_draws(rng_key, draw_latent, arrays, prior, sigma, scale, draws_dtype)
+    kernels, stats = _kernel_draws(
+        rng_key, solver, summary, whitened, flat, sigma, scale, draws_dtype
+    )
     timings["seconds_kernel_draws"] = time.perf_counter() - start
     timings["seconds"] = sum(timings.values())
 
@@ -230,7 +226,9 @@ def run_exact(
     )
 
 
-def _nuts_hyperparameters(model, rng_key, num_warmup, num_samples, num_chains, thinning, progress):
+def _nuts_hyperparameters(
+    model, model_args, rng_key, num_warmup, num_samples, num_chains, thinning, progress
+):
     """NUTS on the collapsed model; returns the draws and the divergence flags."""
     mcmc = MCMC(
         NUTS(model),
@@ -241,74 +239,92 @@ def _nuts_hyperparameters(model, rng_key, num_warmup, num_samples, num_chains, t
         chain_method="sequential",
         progress_bar=progress,
     )
-    mcmc.run(rng_key, extra_fields=("diverging",))
+    mcmc.run(rng_key, *model_args, extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
     return samples, diverging
 
 
-def _optimise_hyperparameters(log_likelihood, scales: HyperScales, fixed: dict) -> dict:
+def _optimise_hyperparameters(log_likelihood, terms, scales: HyperScales, fixed: dict) -> dict:
     """Type-II maximum likelihood of the free hyperparameters (log scale, L-BFGS).
 
-    ``log_likelihood(noise_sigma, kernel_scale)`` is the collapsed marginal likelihood.
+    ``log_likelihood(terms, noise_sigma, kernel_scale)`` is the collapsed
+    marginal likelihood of the solver's summary ``terms``.
     """
-    names = [k for k in ("noise_sigma", "kernel_scale") if fixed[k] is None]
-
-    def unpack(x):
-        values = dict(fixed)
-        values.update({k: jnp.exp(x[i]) for i, k in enumerate(names)})
-        return values
-
-    def objective(x):
-        v = unpack(x)
-        return -log_likelihood(v["noise_sigma"], v["kernel_scale"])
-
-    value_and_grad = jax.jit(jax.value_and_grad(objective))
+    names = tuple(k for k in ("noise_sigma", "kernel_scale") if fixed[k] is None)
+    static = (log_likelihood, names, tuple(sorted(fixed.items())))
     reference = {"noise_sigma": scales.noise, "kernel_scale": scales.kernel}
+
+    def value_and_grad(x):
+        value, grad = _type2_value_and_grad(static, terms, jnp.asarray(x))
+        return float(value), np.asarray(grad, dtype=float)
+
     best = None
     # A small grid of starts guards against the (rare) second mode in which the
     # kernel absorbs the noise.
     for factor in (0.1, 1.0, 10.0):
         x0 = np.log([reference[k] * (factor if k == "noise_sigma" else 1 / factor) for k in names])
-        result = scipy.optimize.minimize(
-            lambda x: tuple(np.asarray(t, dtype=float) for t in value_and_grad(jnp.asarray(x))),
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-        )
+        result = scipy.optimize.minimize(value_and_grad, x0, jac=True, method="L-BFGS-B")
         if best is None or result.fun < best.fun:
             best = result
-    return {k: float(v) for k, v in unpack(best.x).items()}
+    return {**fixed, **{k: float(np.exp(best.x[i])) for i, k in enumerate(names)}}
 
 
-def _kernel_draws(rng_key, draw_latent, arrays, prior, sigma, scale, dtype):
+@partial(jax.jit, static_argnums=0)
+def _type2_value_and_grad(static, terms, x):
+    log_likelihood, names, fixed = static
+
+    def objective(x):
+        values = dict(fixed)
+        values.update({k: jnp.exp(x[i]) for i, k in enumerate(names)})
+        return -log_likelihood(terms, values["noise_sigma"], values["kernel_scale"])
+
+    return jax.value_and_grad(objective)(x)
+
+
+def _kernel_draws(rng_key, solver, summary, whitened, observed, sigma, scale, dtype):
     """One exact kernel draw per ``(chain, draw)`` hyperparameter pair, batched.
 
     Returns the kernels and the per-draw solver statistics (empty for 'dense').
     """
     chains, draws = sigma.shape
     total = chains * draws
-    sigma_flat, scale_flat = sigma.reshape(-1), scale.reshape(-1)
-    out = np.empty((total,) + tuple(prior.kernel_shape), dtype=dtype)
-
-    # Large arrays travel as jit arguments rather than compiled-in constants.
-    @jax.jit
-    def draw_block(key, sig, sca, arrays):
-        latent, stats = draw_latent(key, sig, sca, arrays)
-        return sca[:, None, None] * prior.to_kernel(latent), stats
-
+    shape = tuple(whitened.prior.kernel_shape)
+    # Equal batches (the last padded by repeating a pair): one compiled shape per
+    # fit, and at most num_batches - 1 wasted draws.
+    num_batches = -(-total // _DRAW_BATCH)
+    batch = -(-total // num_batches)
+    padded = num_batches * batch
+    sigma_flat = np.pad(sigma.reshape(-1), (0, padded - total), mode="edge")
+    scale_flat = np.pad(scale.reshape(-1), (0, padded - total), mode="edge")
+    out = np.empty((padded,) + shape, dtype=dtype)
+    # Device arrays once: the dense basis can be hundreds of MB.
+    summary = jax.tree_util.tree_map(jnp.asarray, summary)
     stats = []
-    keys = jax.random.split(rng_key, (total + _DRAW_BATCH - 1) // _DRAW_BATCH)
-    for i, start in enumerate(range(0, total, _DRAW_BATCH)):
-        stop = min(total, start + _DRAW_BATCH)
-        block, block_stats = draw_block(
-            keys[i], jnp.asarray(sigma_flat[start:stop]), jnp.asarray(scale_flat[start:stop]),
-            arrays,
+    keys = jax.random.split(rng_key, num_batches)
+    for i in range(num_batches):
+        block = slice(i * batch, (i + 1) * batch)
+        kernels, block_stats = _draw_block(
+            solver, keys[i], jnp.asarray(sigma_flat[block]), jnp.asarray(scale_flat[block]),
+            summary, whitened, observed,
         )  # fmt: skip
-        out[start:stop] = np.asarray(block)
+        out[block] = np.asarray(kernels)
         stats.append({k: np.asarray(v) for k, v in block_stats.items()})
-    merged = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
-    return out.reshape((chains, draws) + tuple(prior.kernel_shape)), merged
+    merged = {k: np.concatenate([s[k] for s in stats])[:total] for k in stats[0]}
+    return out[:total].reshape((chains, draws) + shape), merged
+
+
+# Module level, with the data as arguments: compiled once per prior, solver and
+# shape, then reused by later fits.
+@partial(jax.jit, static_argnums=0)
+def _draw_block(solver, key, sigma, scale, summary, whitened, observed):
+    if solver == "dense":
+        latent = conditional_draws(key, summary, whitened, observed, sigma, scale)
+        stats = {}
+    else:
+        latent, count, residual = krylov_draws(key, summary, whitened, observed, sigma, scale)
+        stats = {"iterations": count, "residual": residual}
+    return scale[:, None, None] * whitened.prior.to_kernel(latent), stats
 
 
 def _krylov_diagnostics(summary, stats, sigma, scale) -> dict:

@@ -21,8 +21,8 @@ are driven by :func:`bayeskernel.infer.collapsed.run_exact`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import numpy as np
 import scipy.linalg
 
 from bayeskernel.forward import ConvolutionOperator
+from bayeskernel.infer._static import Static
 from bayeskernel.normal import normal_matrix
 from bayeskernel.priors import LinearGaussianPrior
 
@@ -48,13 +49,75 @@ DENSE_LIMIT = 16_000
 _GRAM_BATCH = 128
 
 
-class WhitenedOperator(NamedTuple):
-    """``W z = M H T z`` and its transpose, on flat vectors with batch axes."""
+@jax.tree_util.register_pytree_node_class
+class WhitenedOperator:
+    """``W z = M H T z`` and its transpose, on flat vectors with batch axes.
 
-    apply: callable
-    transpose: callable
-    num_latent: int
-    num_observed: int
+    A pytree: the convolution operators and observed-pixel indices are leaves,
+    the prior is static. Jitted code that takes it as an argument therefore
+    compiles once per prior and shape, not once per fit.
+
+    Attributes
+    ----------
+    prior : LinearGaussianPrior
+    operators : tuple of ConvolutionOperator
+    indices : tuple of (n_i,) int arrays
+        Flat indices of each pair's observed pixels.
+    """
+
+    def __init__(self, prior: LinearGaussianPrior, operators: tuple, indices: tuple):
+        self.prior = prior
+        self.operators = operators
+        self.indices = indices
+
+    def tree_flatten(self):
+        return (self.operators, self.indices), Static(self.prior)
+
+    @classmethod
+    def tree_unflatten(cls, static: Static, children):
+        return cls(static.value, *children)
+
+    @property
+    def num_latent(self) -> int:
+        return int(self.prior.num_latent)
+
+    @property
+    def num_observed(self) -> int:
+        return sum(int(np.shape(i)[0]) for i in self.indices)
+
+    def apply(self, latent: jax.Array) -> jax.Array:
+        """``W z`` for ``(..., p)`` latents; returns ``(..., n)``."""
+        return _apply(self, latent)
+
+    def transpose(self, values: jax.Array) -> jax.Array:
+        """``W^T y`` for ``(..., n)`` data vectors; returns ``(..., p)``."""
+        return _transpose(self, values)
+
+
+# Operators and indices are jit arguments, not baked-in constants: a large
+# image's FFT would otherwise be embedded in the compiled program.
+@jax.jit
+def _apply(whitened: WhitenedOperator, latent: jax.Array) -> jax.Array:
+    kernel = whitened.prior.to_kernel(latent)
+    parts = []
+    for op, idx in zip(whitened.operators, whitened.indices, strict=True):
+        blurred = op(kernel)
+        parts.append(blurred.reshape(blurred.shape[:-2] + (-1,))[..., idx])
+    return jnp.concatenate(parts, axis=-1)
+
+
+@jax.jit
+def _transpose(whitened: WhitenedOperator, values: jax.Array) -> jax.Array:
+    splits = np.cumsum([np.shape(i)[0] for i in whitened.indices])[:-1].tolist()
+    total = 0.0
+    for op, idx, part in zip(
+        whitened.operators, whitened.indices, jnp.split(values, splits, axis=-1), strict=True
+    ):
+        shape = tuple(op.output_shape)
+        full = jnp.zeros(part.shape[:-1] + (int(np.prod(shape)),), part.dtype)
+        full = full.at[..., idx].set(part).reshape(part.shape[:-1] + shape)
+        total = total + op.adjoint(full)
+    return whitened.prior.to_latent_transpose(total)
 
 
 def whitened_operator(
@@ -76,38 +139,7 @@ def whitened_operator(
         else jnp.asarray(np.flatnonzero(np.asarray(m)))
         for op, m in zip(operators, masks, strict=True)
     )
-    shapes = tuple(op.output_shape for op in operators)
-    sizes = [int(i.size) for i in indices]
-    splits = tuple(np.cumsum(sizes)[:-1].tolist())
-
-    # Operators and indices are jit arguments, not baked-in constants: a large
-    # image's FFT would otherwise be embedded in the compiled program.
-    @jax.jit
-    def apply(ops, idxs, latent):
-        kernel = prior.to_kernel(latent)
-        parts = []
-        for op, idx in zip(ops, idxs, strict=True):
-            blurred = op(kernel)
-            parts.append(blurred.reshape(blurred.shape[:-2] + (-1,))[..., idx])
-        return jnp.concatenate(parts, axis=-1)
-
-    @jax.jit
-    def transpose(ops, idxs, values):
-        total = 0.0
-        for op, idx, shape, part in zip(
-            ops, idxs, shapes, jnp.split(values, splits, axis=-1), strict=True
-        ):
-            full = jnp.zeros(part.shape[:-1] + (int(np.prod(shape)),), part.dtype)
-            full = full.at[..., idx].set(part).reshape(part.shape[:-1] + shape)
-            total = total + op.adjoint(full)
-        return prior.to_latent_transpose(total)
-
-    return WhitenedOperator(
-        partial(apply, operators, indices),
-        partial(transpose, operators, indices),
-        prior.num_latent,
-        sum(sizes),
-    )
+    return WhitenedOperator(prior, operators, indices)
 
 
 def observed_vector(observed, mask) -> jax.Array:
@@ -121,8 +153,19 @@ def observed_vector(observed, mask) -> jax.Array:
     return jnp.concatenate(parts)
 
 
-class Spectrum(NamedTuple):
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "eigenvalues", "data_projection_sq", "residual_energy", "basis", "latent_projection"
+    ],
+    meta_fields=["space", "num_observed"],
+)  # fmt: skip
+@dataclass(frozen=True)
+class Spectrum:
     """What the eigendecomposition leaves for the marginal likelihood and draws.
+
+    A pytree (``space`` and ``num_observed`` static), so jitted functions take it
+    as an argument.
 
     Attributes
     ----------
@@ -174,7 +217,7 @@ def kernel_gram(operators: tuple, prior: LinearGaussianPrior) -> np.ndarray:
     """
     normal = sum(normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode) for op in operators)
     shape = tuple(prior.kernel_shape)
-    transpose = jax.jit(prior.to_latent_transpose)
+    transpose = partial(_latent_transpose, Static(prior))
 
     def rows_to_latent(rows: np.ndarray) -> np.ndarray:
         # T^T applied to each row (read as a kernel), in batches.
@@ -189,6 +232,11 @@ def kernel_gram(operators: tuple, prior: LinearGaussianPrior) -> np.ndarray:
     normal_t = rows_to_latent(normal)
     del normal
     return rows_to_latent(np.ascontiguousarray(normal_t.T))
+
+
+@partial(jax.jit, static_argnums=0)
+def _latent_transpose(prior: Static, kernels: jax.Array) -> jax.Array:
+    return prior.value.to_latent_transpose(kernels)
 
 
 def decompose(

@@ -18,12 +18,13 @@ definite curvature, return ``None`` and the caller falls back to NUTS.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
-from jax.flatten_util import ravel_pytree
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
 __all__ = ["grid_draws"]
 
@@ -33,8 +34,23 @@ HALF_WIDTH = 10.0  # in Laplace standard deviations, widened while the edges hol
 EDGE_MASS = 1e-9
 
 
-def grid_draws(model, rng_key: jax.Array, num_chains: int, num_samples: int) -> dict | None:
+def grid_draws(
+    model, model_args: tuple, model_kwargs: dict, rng_key: jax.Array, num_chains: int,
+    num_samples: int,
+) -> dict | None:  # fmt: skip
     """Draw ``(num_chains, num_samples)`` independent values of the model's sample sites.
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro model; with ``model_kwargs`` it is a compile-time constant
+        (hashable: a module-level function and plain values), while
+        ``model_args`` are arrays (pytrees). Programs compiled for one fit are
+        then reused by the next fit of the same shapes.
+    model_args : tuple
+    model_kwargs : dict
+    rng_key : jax PRNGKey
+    num_chains, num_samples : int
 
     Returns
     -------
@@ -45,45 +61,46 @@ def grid_draws(model, rng_key: jax.Array, num_chains: int, num_samples: int) -> 
         ``log p(B)`` by the same quadrature, for diagnostics.
     """
     init_key, draw_key = jax.random.split(rng_key)
-    # validate_grad=False: no gradient compiled just to check the initial point.
-    info = initialize_model(init_key, model, validate_grad=False)
-    flat0, unravel = ravel_pytree(info.param_info.z)
+    # validate_grad=False: no gradient evaluated just to check the initial point.
+    info = initialize_model(
+        init_key, model, model_args=model_args, model_kwargs=model_kwargs, validate_grad=False
+    )
+    sites = tuple((name, tuple(np.shape(v))) for name, v in sorted(info.param_info.z.items()))
+    flat0 = np.concatenate([np.ravel(info.param_info.z[name]) for name, _ in sites])
     dim = int(flat0.size)
     if dim == 0 or dim > MAX_DIM:
         return None
+    static = (model, tuple(sorted(model_kwargs.items())), sites)
 
-    def potential(x):
-        return info.potential_fn(unravel(x))
+    def value_and_grad(x):
+        value, grad = _value_and_grad(static, model_args, jnp.asarray(x))
+        return float(value), np.asarray(grad, dtype=float)
 
-    value_and_grad = jax.jit(jax.value_and_grad(potential))
     best = None
     for shift in (0.0, -2.0, 2.0):  # a few starts: the optimiser must find the mode
         result = scipy.optimize.minimize(
-            lambda x: tuple(np.asarray(v, dtype=float) for v in value_and_grad(jnp.asarray(x))),
-            np.asarray(flat0, dtype=float) + shift,
-            jac=True,
-            method="L-BFGS-B",
+            value_and_grad, flat0.astype(float) + shift, jac=True, method="L-BFGS-B"
         )
         if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
             best = result
     if best is None:
         return None
     mode = best.x
-    # jit: op by op, the Hessian alone compiles hundreds of small programs.
-    hessian = np.asarray(jax.jit(jax.hessian(potential))(jnp.asarray(mode)), dtype=float)
+    hessian = np.asarray(_hessian(static, model_args, jnp.asarray(mode)), dtype=float)
     eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
     if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
         return None
     axes = vectors / np.sqrt(eigenvalues)  # columns: one Laplace sd along each axis
 
-    batched = jax.jit(jax.vmap(potential))
     points = GRID_POINTS[dim]
     half_width = HALF_WIDTH
     for _ in range(4):
         centres = np.linspace(-half_width, half_width, points)
         width = centres[1] - centres[0]
         mesh = np.stack(np.meshgrid(*([centres] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
-        log_density = -np.asarray(batched(jnp.asarray(mode + mesh @ axes.T)), dtype=float)
+        log_density = -np.asarray(
+            _batched_potential(static, model_args, jnp.asarray(mode + mesh @ axes.T)), dtype=float
+        )
         log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
         weights = np.exp(log_density - log_density.max())
         weights /= weights.sum()
@@ -100,8 +117,7 @@ def grid_draws(model, rng_key: jax.Array, num_chains: int, num_samples: int) -> 
     cells = rng.choice(weights.size, size=total, p=weights)
     jitter = rng.uniform(-0.5, 0.5, (total, dim))
     unconstrained = mode + (mesh[cells] + width * jitter) @ axes.T
-    constrain = jax.jit(jax.vmap(lambda x: info.postprocess_fn(unravel(x))))
-    constrained = constrain(jnp.asarray(unconstrained))
+    constrained = _constrain(static, model_args, jnp.asarray(unconstrained))
     draws = {
         name: np.asarray(value).reshape((num_chains, num_samples) + np.shape(value)[1:])
         for name, value in constrained.items()
@@ -124,3 +140,45 @@ def grid_draws(model, rng_key: jax.Array, num_chains: int, num_samples: int) -> 
         "log_evidence": float(log_evidence),
     }
     return draws
+
+
+# Module-level programs keyed by the static (model, keyword arguments, sites):
+# compiled once, reused by every later fit of the same model and shapes.
+def _unravel(sites, x):
+    params, start = {}, 0
+    for name, shape in sites:
+        size = int(np.prod(shape))
+        params[name] = x[start : start + size].reshape(shape)
+        start += size
+    return params
+
+
+def _potential(static, args, x):
+    model, kwargs, sites = static
+    return potential_energy(model, args, dict(kwargs), _unravel(sites, x))
+
+
+@partial(jax.jit, static_argnums=0)
+def _value_and_grad(static, args, x):
+    return jax.value_and_grad(partial(_potential, static, args))(x)
+
+
+@partial(jax.jit, static_argnums=0)
+def _hessian(static, args, x):
+    return jax.hessian(partial(_potential, static, args))(x)
+
+
+@partial(jax.jit, static_argnums=0)
+def _batched_potential(static, args, xs):
+    return jax.vmap(partial(_potential, static, args))(xs)
+
+
+@partial(jax.jit, static_argnums=0)
+def _constrain(static, args, xs):
+    model, kwargs, sites = static
+
+    def one(x):
+        params = _unravel(sites, x)
+        return constrain_fn(model, args, dict(kwargs), params, return_deterministic=True)
+
+    return jax.vmap(one)(xs)

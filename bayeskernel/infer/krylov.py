@@ -33,7 +33,8 @@ cut plain CG from 471 to 27 iterations per draw (benchmarks/bench_exact.py).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +62,20 @@ CG_MAXITER = 2000
 _PROBE_BATCH = 8
 
 
-class KrylovSummary(NamedTuple):
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "logdet_nodes", "logdet_weights", "quad_nodes", "quad_weights", "data_energy",
+        "ritz_values", "ritz_vectors",
+    ],
+    meta_fields=["space", "num_observed"],
+)  # fmt: skip
+@dataclass(frozen=True)
+class KrylovSummary:
     """What the Lanczos runs leave for the marginal likelihood and the draws.
+
+    A pytree (``space`` and ``num_observed`` static), so jitted functions take it
+    as an argument.
 
     Attributes
     ----------
@@ -163,12 +176,10 @@ def krylov_summary(
     space = "data" if n <= p else "kernel"
     start = observed if space == "data" else whitened.transpose(observed)
     size = n if space == "data" else p
-    gram = jax.jit(_systems(whitened, space))
     data_energy = float(observed @ observed)
 
     # Quadratic form and deflation basis: one run from the data.
-    run = jax.jit(lanczos, static_argnums=(0, 2, 3))
-    alpha, beta, basis = run(gram, start[None], num_steps, True)
+    alpha, beta, basis = _lanczos_run(whitened, space, start[None], num_steps, True)
     nodes, weights, vectors, m = _gauss_nodes(np.asarray(alpha[0]), np.asarray(beta[0]))
     start_energy = float(start @ start)
     # Top half of the Ritz pairs: converged to well under the preconditioner's needs.
@@ -181,7 +192,7 @@ def krylov_summary(
     logdet_weights = np.zeros_like(logdet_nodes)
     for first in range(0, num_probes, _PROBE_BATCH):
         block = probes[first : first + _PROBE_BATCH]
-        a, b = run(gram, block, probe_steps, False)
+        a, b = _lanczos_run(whitened, space, block, probe_steps, False)
         for i, (ai, bi) in enumerate(zip(np.asarray(a), np.asarray(b))):
             th, w, _, _ = _gauss_nodes(ai, bi)
             # ||probe||^2 = r for Rademacher probes.
@@ -197,6 +208,12 @@ def krylov_summary(
         space,
         n,
     )
+
+
+# Module level, whitened operator as an argument: compiled once per prior and shape.
+@partial(jax.jit, static_argnums=(1, 3, 4))
+def _lanczos_run(whitened: WhitenedOperator, space: str, start, num_steps: int, keep_basis: bool):
+    return lanczos(_systems(whitened, space), start, num_steps, keep_basis)
 
 
 def _log_det_per_probe(summary: KrylovSummary, ratio):

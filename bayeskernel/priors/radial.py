@@ -46,7 +46,7 @@ def _random_walk_precision(coordinates: np.ndarray, order: int) -> np.ndarray:
     return diff.T @ diff
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class RadialPrior(LinearGaussianPrior):
     """Radially symmetric kernel: ``K[i, j] = f(distance to the centre)``.
 
