@@ -73,7 +73,8 @@ def fit(
     prior : str or KernelPrior
         Kernel prior (see :mod:`bayeskernel.priors`): linear-Gaussian
         ``'smooth'``, ``'smooth2'``, ``'iid'``, ``'radial'``; parametric
-        ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``;
+        ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``,
+        ``'lowrank_auto'`` (rank learned);
         or an instance.
     method : {'auto', 'exact', 'map', 'nuts', 'svi'}
         ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``

@@ -137,7 +137,8 @@ def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any
         "--prior", default=defaults["prior"],
         help="kernel prior: 'smooth' (neighbouring entries alike), 'smooth2' (smoother), "
         "'iid' (independent entries), 'radial' (a function of the distance to the centre); "
-        "parametric 'gaussian', 'moffat', 'airy', 'power_law' and 'lowrank' use NUTS",
+        "parametric 'gaussian', 'moffat', 'airy', 'power_law', 'lowrank' and 'lowrank_auto' "
+        "(rank learned) use NUTS",
     )  # fmt: skip
     parser.add_argument(
         "--method", default=defaults["method"], choices=("auto", "exact", "map", "nuts", "svi"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bayeskernel.priors.base import KernelPrior, LinearGaussianPrior
 from bayeskernel.priors.constrained import ConstrainedPrior
 from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
-from bayeskernel.priors.lowrank import LowRankPrior
+from bayeskernel.priors.lowrank import LowRankPrior, effective_rank, rank_probabilities
 from bayeskernel.priors.parametric import FAMILIES, ParametricPrior
 from bayeskernel.priors.radial import EllipticalRadialPrior, RadialPrior
 
@@ -27,8 +27,13 @@ __all__ = [
     "ParametricPrior",
     "RadialPrior",
     "SmoothPrior",
+    "effective_rank",
+    "rank_probabilities",
     "resolve_prior",
 ]
+
+# Largest rank that prior="lowrank_auto" lets the shrinkage prior use.
+AUTO_MAX_RANK = 5
 
 _NAMED = {"iid": IIDPrior, "smooth": SmoothPrior, "radial": RadialPrior}
 
@@ -37,7 +42,8 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     """Turn a name or a prior instance into a prior for ``kernel_shape``.
 
     Names: ``'smooth'``, ``'smooth2'``, ``'iid'``, ``'radial'`` (linear-Gaussian),
-    ``'lowrank'`` (rank 1), the parametric families ``'gaussian'``,
+    ``'lowrank'`` (rank 1), ``'lowrank_auto'`` (rank learned up to 5 by a
+    shrinkage prior; read it with :func:`effective_rank`), the parametric families ``'gaussian'``,
     ``'moffat'``, ``'airy'``, ``'power_law'``, and each family with a smooth
     nonparametric residual, e.g. ``'gaussian+residual'``.
 
@@ -52,13 +58,18 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
             return SmoothPrior(kernel_shape, order=2)
         if prior == "lowrank":
             return LowRankPrior(kernel_shape)
+        if prior == "lowrank_auto":
+            rank = min(AUTO_MAX_RANK, *kernel_shape)
+            return LowRankPrior(kernel_shape, rank=rank, shrinkage=True)
         if prior in FAMILIES:
             return ParametricPrior(kernel_shape, family=prior)
         family = prior.removesuffix("+residual")
         if prior.endswith("+residual") and family in FAMILIES:
             return ParametricPrior(kernel_shape, family=family, residual=True)
         if prior not in _NAMED:
-            names = sorted([*_NAMED, "smooth2", "lowrank", *FAMILIES, "<family>+residual"])
+            names = sorted(
+                [*_NAMED, "smooth2", "lowrank", "lowrank_auto", *FAMILIES, "<family>+residual"]
+            )
             raise ValueError(
                 f"prior must be one of {names} or a KernelPrior instance, got {prior!r}"
             )
