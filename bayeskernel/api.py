@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import jax
@@ -29,6 +30,8 @@ class NotBinaryWarning(UserWarning):
 
 
 METHODS = ("auto", "exact", "map", "nuts", "svi")
+# prior="auto": candidates chosen between by the exact marginal likelihood.
+AUTO_PRIORS = ("smooth", "smooth2", "radial")
 
 
 def fit(
@@ -37,7 +40,7 @@ def fit(
     kernel_shape: tuple[int, int],
     *,
     mode: Literal["same", "full", "valid"] = "same",
-    prior: str | KernelPrior = "smooth",
+    prior: str | KernelPrior | Sequence[str | KernelPrior] = "smooth",
     method: Literal["auto", "exact", "map", "nuts", "svi"] = "auto",
     mask=None,
     num_warmup: int = 500,
@@ -70,12 +73,17 @@ def fit(
         Shape of ``K``; may exceed ``A``'s shape.
     mode : {'same', 'full', 'valid'}
         Cropping, exactly as :func:`scipy.signal.convolve2d`.
-    prior : str or KernelPrior
+    prior : str, KernelPrior or sequence of them
         Kernel prior (see :mod:`bayeskernel.priors`): linear-Gaussian
-        ``'smooth'``, ``'smooth2'``, ``'iid'``, ``'radial'``; parametric
+        ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
+        ``'smooth2_reflect'``, ``'iid'``, ``'radial'``; parametric
         ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``,
         ``'lowrank_auto'`` (rank learned);
-        or an instance.
+        or an instance. A sequence of linear-Gaussian priors, or ``'auto'``
+        (``'smooth'``, ``'smooth2'``, ``'radial'``), fits each with the exact
+        route and returns the fit of highest marginal likelihood ``p(B)``
+        (Bayesian model selection; all values in
+        ``diagnostics['prior_evidence']``). It costs one fit per candidate.
     method : {'auto', 'exact', 'map', 'nuts', 'svi'}
         ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``
         otherwise. ``'exact'``: hyperparameters by NUTS on their marginal
@@ -140,8 +148,11 @@ def fit(
     Inference runs inside ``jax.enable_x64(True)``: a scoped switch, so the
     caller's global JAX configuration is left untouched.
     """
+    arguments = dict(locals())
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):
+        return _fit_by_evidence(AUTO_PRIORS if prior == "auto" else prior, arguments)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if hyper_sampler not in HYPER_SAMPLERS:
@@ -245,6 +256,50 @@ def fit(
         posterior.image = [a for a, _ in restored]
         posterior.observed = [b for _, b in restored]
     return posterior
+
+
+def _fit_by_evidence(candidates, arguments: dict) -> KernelPosterior:
+    """Fit each candidate prior; return the fit of highest log evidence ``log p(B)``.
+
+    The evidence comes from the exact route's hyperparameter grid (the same
+    hyperprior scales for every candidate: they depend on the data only), so
+    the comparison is Bayesian model selection with equal prior odds. Only the
+    chosen fit's warnings are passed on.
+    """
+    if len(candidates) == 0:
+        raise ValueError("prior is an empty sequence: give at least one prior")
+    if arguments["method"] not in ("auto", "exact"):
+        raise ValueError(
+            f"choosing the prior by evidence (prior='auto' or a sequence) needs "
+            f"method='exact' or 'auto', got {arguments['method']!r}"
+        )
+    if arguments["hyper_sampler"] == "nuts" or (
+        arguments["noise_sigma"] is not None and arguments["kernel_scale"] is not None
+    ):
+        raise ValueError(
+            "choosing the prior by evidence needs the grid sampler over learned "
+            "hyperparameters (hyper_sampler='auto' or 'grid', noise_sigma and "
+            "kernel_scale not both fixed)"
+        )
+    best, best_caught, evidence = None, [], {}
+    for candidate in candidates:
+        if isinstance(candidate, (list, tuple)) or candidate == "auto":
+            raise ValueError(f"prior candidates must be names or priors, got {candidate!r}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            posterior = fit(**{**arguments, "prior": candidate, "method": "exact"})
+        value = posterior.diagnostics.get("log_evidence")
+        if value is None:
+            raise ValueError(f"prior {posterior.prior!r} gave no log evidence")
+        if posterior.prior in evidence:
+            raise ValueError(f"two prior candidates are both named {posterior.prior!r}")
+        evidence[posterior.prior] = float(value)
+        if best is None or value > best.diagnostics["log_evidence"]:
+            best, best_caught = posterior, caught
+    for record in best_caught:
+        warnings.warn(record.message, stacklevel=3)
+    best.diagnostics["prior_evidence"] = evidence
+    return best
 
 
 def _check_hyper_scales(value) -> HyperScales:

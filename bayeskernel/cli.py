@@ -135,7 +135,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any]) -> None:
     parser.add_argument(
         "--prior", default=defaults["prior"],
-        help="kernel prior: 'smooth' (neighbouring entries alike), 'smooth2' (smoother), "
+        help="kernel prior: 'smooth' (neighbouring entries alike, zero beyond the window), "
+        "'smooth2' (smoother), 'smooth_reflect', 'auto' (the best of smooth, smooth2 and "
+        "radial by marginal likelihood), "
         "'iid' (independent entries), 'radial' (a function of the distance to the centre); "
         "parametric 'gaussian', 'moffat', 'airy', 'power_law', 'lowrank' and 'lowrank_auto' "
         "(rank learned) use NUTS",

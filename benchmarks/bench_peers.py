@@ -22,18 +22,24 @@ shape; none is told the noise sd. Methods:
   ``s ~ Gamma(1, 1e-4)``; ``LinearRTO`` (CGLS, ``maxit=50``) for the kernel and
   conjugate updates for ``d`` and ``s``. Skipped if CUQIpy is missing, and on
   the motivating case (39,601 unknowns).
-* bayeskernel: ``bk-smooth`` (the default prior; ``method='exact'``, or
-  ``'map'`` on the 199x199 case) and ``bk-radial`` (``prior='radial'``,
-  ``method='exact'``) on radially symmetric kernels.
+* bayeskernel: ``bk-smooth`` (the default prior, zero boundary since session 3;
+  ``method='exact'``, or ``'map'`` on the 199x199 case), ``bk-smooth-reflect``
+  (the reflecting boundary, the default of sessions 1-2), optionally
+  ``bk-smooth2``; ``bk-auto`` (``prior='auto'``: the best of ``smooth``,
+  ``smooth2`` and ``radial`` by the exact marginal likelihood, ``method='exact'``
+  everywhere) and ``bk-radial`` (``prior='radial'``, ``method='exact'``) on
+  radially symmetric kernels; ``--bk`` picks which. Each run's log evidence
+  (``log p(B)``, from the hyperparameter grid of the exact route; missing where
+  a fit gives none) is reported.
 
 Reported: relative error of the point estimate (posterior mean where there is
 one) on the whole kernel and on a central window, relative error of the noise
 sd, coverage of the 95% intervals (whole kernel) where the method gives them,
-and wall time. The machine is shared: times are indicative (load averages are
-printed).
+wall time, and bayeskernel's log evidence. The machine is shared: times are
+indicative (load averages are printed).
 
 Usage: ``python benchmarks/bench_peers.py [--quick] [--markdown FILE]
-[--results JSON] [--cases SUBSTRING ...] [--cuqi-max-entries N]``; and
+[--results JSON] [--cases SUBSTRING ...] [--cuqi-max-entries N] [--bk NAME ...]``; and
 ``--combine JSON ...`` to make one report from several saved ``--results``.
 """
 
@@ -307,21 +313,43 @@ def run_bayeskernel(A, B, kernel_shape, seed, prior="smooth", method="exact"):
     jax.clear_caches()  # compiled programs of every fit pile up otherwise
     lower, upper = post.interval(0.95)
     divergences = int(np.sum(post.sample_stats.get("diverging", 0)))
+    log_evidence = post.diagnostics.get("log_evidence")
+    log_evidence = float("nan") if log_evidence is None else float(log_evidence)
     return dict(estimate=post.kernel_mean, sigma=post.noise_sigma, lower=lower, upper=upper,
-                note=f"method={post.method}, {divergences} divergences")  # fmt: skip
+                log_evidence=log_evidence,
+                note=f"method={post.method}, {divergences} divergences, "
+                     f"log evidence {log_evidence:.6g}")  # fmt: skip
 
 
-def methods_for(case: dict, quick: bool, has_cuqi: bool, cuqi_max: int):
+# bayeskernel variants: name -> (prior for a kernel shape, whether a case gets it).
+BK_VARIANTS = {
+    "smooth": (lambda shape: "smooth", lambda case: True),  # default: zero boundary
+    "smooth-reflect": (lambda shape: "smooth_reflect", lambda case: True),  # sessions 1-2
+    "smooth2": (lambda shape: "smooth2", lambda case: True),
+    "auto": (lambda shape: "auto", lambda case: True),  # best of smooth/smooth2/radial by p(B)
+    "radial": (lambda shape: "radial", lambda case: case["family"] in RADIAL_FAMILIES),
+}
+BK_DEFAULT = ("smooth", "smooth-reflect", "auto", "radial")
+# Columns of the summary table: the bayeskernel methods, in this order.
+BK_SUMMARY = tuple(f"bk-{name}" for name in BK_VARIANTS)
+
+
+def methods_for(case: dict, quick: bool, has_cuqi: bool, cuqi_max: int, bk_names=BK_DEFAULT):
     big = max(case["kernel_shape"]) >= 100
     out = [("lsqr", run_lsqr), ("tikhonov-gcv", run_tikhonov_gcv), ("wiener", run_wiener)]
     if has_cuqi and not big and int(np.prod(case["kernel_shape"])) <= cuqi_max:
         steps = CUQI_STEPS["quick" if quick else "full"]
         out.append(("cuqipy-gibbs",
                     lambda A, B, k, s: run_cuqipy(A, B, k, s, steps=steps)))  # fmt: skip
-    out.append(("bk-smooth", lambda A, B, k, s: run_bayeskernel(
-        A, B, k, s, "smooth", "map" if big else "exact")))  # fmt: skip
-    if case["family"] in RADIAL_FAMILIES:
-        out.append(("bk-radial", lambda A, B, k, s: run_bayeskernel(A, B, k, s, "radial")))
+    for name in bk_names:
+        make_prior, applies = BK_VARIANTS[name]
+        if not applies(case):
+            continue
+        # The smooth priors use 'map' on the 199x199 case (the full posterior takes
+        # ~40 s there, see bench_exact); 'auto' needs the exact route's evidence.
+        method = "map" if big and name.startswith("smooth") else "exact"
+        out.append((f"bk-{name}", lambda A, B, k, s, p=make_prior, m=method: run_bayeskernel(
+            A, B, k, s, p(tuple(k)), m)))  # fmt: skip
     return out
 
 
@@ -338,6 +366,13 @@ def main() -> None:
         help="run CUQIpy only on kernels with at most this many entries",
     )
     parser.add_argument(
+        "--bk",
+        nargs="*",
+        default=list(BK_DEFAULT),
+        choices=list(BK_VARIANTS),
+        help="bayeskernel variants to run (default: %(default)s)",
+    )
+    parser.add_argument(
         "--combine",
         nargs="*",
         help="print and write the tables of saved --results files; run nothing",
@@ -351,8 +386,9 @@ def main() -> None:
         for path in args.combine:
             with open(path) as fh:
                 saved = json.load(fh)
-            rows += saved["rows"]
-            summary += saved["summary"]
+            saved_rows, saved_summary = _upgrade(saved["rows"], saved["summary"])
+            rows += saved_rows
+            summary += saved_summary
             notes += saved["notes"]
         finish(report, rows, summary, notes, args.markdown)
         return
@@ -377,7 +413,9 @@ def main() -> None:
         central = bk.central_window(kernel_shape, central_size(kernel_shape))
         print(f"\n{case['name']} (load {os.getloadavg()[0]:.1f})", flush=True)
         errors = {}
-        for name, method in methods_for(case, args.quick, has_cuqi, args.cuqi_max_entries):
+        methods = methods_for(case, args.quick, has_cuqi, args.cuqi_max_entries, args.bk)
+        evidence = {}
+        for name, method in methods:
             start = time.perf_counter()
             try:
                 out = method(A, B, kernel_shape, case["seed"] or 0)
@@ -397,8 +435,11 @@ def main() -> None:
                 cover = bk.coverage(out["lower"][inside], out["upper"][inside], kernel[inside])
             noise_error = abs(out["sigma"] - sigma) / sigma
             errors[name] = whole
+            if "log_evidence" in out:
+                evidence[name] = out["log_evidence"]
             row = [case["name"], name, whole, centre, noise_error, cover, seconds,
-                   " ".join(f"{x:.1f}" for x in os.getloadavg())]  # fmt: skip
+                   " ".join(f"{x:.1f}" for x in os.getloadavg()),
+                   out.get("log_evidence")]  # fmt: skip
             rows.append(row)
             print(
                 f"  {name:<13} whole {whole:.4f}  central {centre:.4f}  noise {noise_error:.3f}"
@@ -406,45 +447,69 @@ def main() -> None:
                 flush=True,
             )
             notes.append(f"{case['name']} / {name}: {out['note']}")
-        peers = {k: v for k, v in errors.items() if not k.startswith("bk-")}
-        best = min(peers, key=peers.get) if peers else None
-        best_error = peers.get(best, float("nan"))
-        ours = {k: v for k, v in errors.items() if k.startswith("bk-")}
-        summary.append([
-            case["name"], best, best_error, ours.get("bk-smooth", float("nan")),
-            ours.get("bk-radial", float("nan")),
-            ours.get("bk-smooth", float("nan")) / best_error,
-            min(ours.values(), default=float("nan")) / best_error,
-        ])  # fmt: skip
+        summary.append(summary_row(case["name"], errors, evidence))
         if args.results:
             with open(args.results, "w") as fh:
                 json.dump({"rows": rows, "summary": summary, "notes": notes}, fh)
     finish(report, rows, summary, notes, args.markdown)
 
 
+def summary_row(case_name: str, errors: dict, evidence: dict) -> list:
+    """One case's summary: best peer, every bayeskernel error, ratios to the best peer."""
+    nan = float("nan")
+    peers = {k: v for k, v in errors.items() if not k.startswith("bk-")}
+    best = min(peers, key=peers.get) if peers else None
+    best_error = peers.get(best, nan)
+    ours = {k: v for k, v in errors.items() if k.startswith("bk-")}
+    return [
+        case_name, best, best_error, *(ours.get(k, nan) for k in BK_SUMMARY),
+        ours.get("bk-smooth", nan) / best_error, ours.get("bk-auto", nan) / best_error,
+        min(ours.values(), default=nan) / best_error,
+    ]  # fmt: skip
+
+
+def _upgrade(rows: list, summary: list) -> tuple[list, list]:
+    """Results saved by session 1 (no log evidence, two bk columns): pad to today's columns.
+
+    Session 1's ``bk-smooth`` had the reflecting boundary: it goes to ``bk-smooth-reflect``.
+    """
+    nan = float("nan")
+    rows = [
+        (row[:1] + ["bk-smooth-reflect"] + row[2:] if row[1] == "bk-smooth" else row) + [None]
+        if len(row) == 8
+        else row
+        for row in rows
+    ]
+    # old: case, best, its error, smooth, radial, smooth ratio, best bk ratio
+    summary = [
+        row[:3] + [nan, row[3], nan, nan, row[4], nan, nan, row[6]] if len(row) == 7 else row
+        for row in summary
+    ]
+    return rows, summary
+
+
 def finish(report: Report, rows, summary, notes, markdown) -> None:
-    summary = [row[:5] + [f"{x:.3f}" for x in row[5:]] for row in summary]
+    rows, summary = _upgrade(rows, summary)
+    ratios = (8, 9, 10)  # summary columns shown with three decimals
+    summary = [
+        [f"{x:.3f}" if i in ratios and x is not None else x for i, x in enumerate(row)]
+        for row in summary
+    ]
     report.table(
         "Relative error of the point estimate (whole kernel, central window), relative error of "
-        "the noise sd, coverage of 95% intervals (whole kernel), wall time (s), load averages",
+        "the noise sd, coverage of 95% intervals (whole kernel), wall time (s), load averages, "
+        "log evidence (bayeskernel)",
         ["case", "method", "rel. error", "central rel. error", "noise sd rel. error",
-         "95% coverage", "seconds", "load 1/5/15 min"],
-        rows,
+         "95% coverage", "seconds", "load 1/5/15 min", "log evidence"],
+        [row[:8] + [None if row[8] is None else f"{row[8]:.2f}"] for row in rows],
     )  # fmt: skip
     report.table(
         "Best peer (smallest whole-kernel error) against bayeskernel's posterior mean "
         "(ratio > 1: bayeskernel less accurate)",
-        [
-            "case",
-            "best peer",
-            "its error",
-            "bk-smooth",
-            "bk-radial",
-            "bk-smooth / best peer",
-            "best bk / best peer",
-        ],
+        ["case", "best peer", "its error", *BK_SUMMARY, "bk-smooth / best peer",
+         "bk-auto / best peer", "best bk / best peer"],
         summary,
-    )
+    )  # fmt: skip
     kept = [n for n in notes if any(k in n for k in ("lsqr", "tikhonov", "failed"))]
     report.note("Notes (LSQR iterations, Tikhonov's GCV weight, failures): " + "; ".join(kept))
     report.note(f"loadavg at end: {tuple(round(x, 2) for x in os.getloadavg())}")

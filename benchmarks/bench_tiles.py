@@ -20,7 +20,14 @@ tiles, and the same core vmapped over all 25 tiles at once.
 Part 4 (``--memory``) watches resident memory over many fits in one process,
 with and without the compilation cache.
 
-Usage: ``python benchmarks/bench_tiles.py [--quick] [--memory] [--markdown FILE]``
+Part 5 times the batched route (``fit_tiles(batch_size=...)``, vmapped groups
+of tiles, :mod:`bayeskernel.tiles.batch`): first its core, one group of 25
+tiles fitted in this process against warm separate fits of the same tiles
+(``'map'`` and ``'exact'``); then Part 1's field through ``fit_tiles`` with
+``batch_size`` None, 5 and 25 on 1 and 2 worker processes and ``'sync'``.
+
+Usage: ``python benchmarks/bench_tiles.py [--quick] [--memory] [--batch-only]
+[--markdown FILE]``
 """
 
 from __future__ import annotations
@@ -81,11 +88,12 @@ def timed_run(case, tile, overlap, **kwargs) -> tuple[int, float, float]:
     finally:
         logger.removeHandler(handler)
     tiles = result.sizes["tile_row"] * result.sizes["tile_col"]
-    workers = kwargs.get("n_workers") or 1
+    # Each worker's first task (one tile, or batch_size tiles) pays the compilation.
+    first = (kwargs.get("n_workers") or 1) * (kwargs.get("batch_size") or 1)
     times = handler.times
-    if len(times) <= workers:
+    if len(times) <= first:
         return tiles, seconds, math.nan
-    steady = (len(times) - workers) / (times[-1] - times[workers - 1])
+    steady = (len(times) - first) / (times[-1] - times[first - 1])
     return tiles, seconds, steady
 
 
@@ -241,6 +249,93 @@ def part_vmap(report: Report, quick: bool, cache: str) -> None:
     )
 
 
+def _tasks(case, tile: int, overlap: int, options: dict) -> list:
+    """TileTasks of a field, as fit_tiles makes them (seed 0)."""
+    from bayeskernel.tiles import image_window, make_grid, tile_seed
+    from bayeskernel.tiles.run import TileTask, _fit_options
+
+    grid = make_grid(case.B.shape, tile, overlap)
+    full = _fit_options(options)
+    return [
+        TileTask(
+            i,
+            j,
+            grid.rows(i),
+            grid.cols(j),
+            [image_window(case.A, grid.rows(i), grid.cols(j), KERNEL, "same")],
+            [case.B[slice(*grid.rows(i)), slice(*grid.cols(j))].copy()],
+            [None],
+            KERNEL,
+            tile_seed(0, i, j),
+            full,
+        )  # fmt: skip
+        for i, j in grid
+    ]
+
+
+def part_batch_core(report: Report, quick: bool) -> None:
+    """Seconds per tile: warm separate fits against one vmapped group of 25 tiles."""
+    from bayeskernel.tiles.batch import fit_tile_batch
+    from bayeskernel.tiles.run import fit_tile
+
+    case = field(96)
+    rows = []
+    for method, draws in (("map", dict(num_samples=100)), ("exact", dict(num_samples=50))):
+        tasks = _tasks(case, 24, 4, dict(method=method, **draws))
+        fit_tile(tasks[0])  # compile
+        count = 5 if quick else len(tasks)
+        start = time.perf_counter()
+        for task in tasks[:count]:
+            fit_tile(task)
+        separate = (time.perf_counter() - start) / count
+        start = time.perf_counter()
+        fit_tile_batch(tasks)
+        first = time.perf_counter() - start
+        best = math.inf
+        for _ in range(2 if quick else 5):
+            start = time.perf_counter()
+            results = fit_tile_batch(tasks)
+            best = min(best, (time.perf_counter() - start) / len(tasks))
+        batched = sum(r.attrs.get("fit_route") == "batched" for r in results)
+        rows.append([method, separate, best, separate / best, first, batched])
+        print(rows[-1], flush=True)
+    report.table(
+        "Part 5a: seconds per 24x24 tile (5x5 kernel) in this process, warm: separate fit "
+        "(fit_tile) against one vmapped group of 25 tiles (fit_tile_batch, Dataset per tile "
+        "included); 'map' 100 draws, 'exact' 2x50 draws",
+        ["method", "separate s/tile", "batched s/tile", "speed-up", "first group s (compiles)",
+         "tiles batched"],
+        rows,
+    )  # fmt: skip
+
+
+def part_batch_runs(report: Report, quick: bool) -> None:
+    """fit_tiles throughput against batch_size, on Part 1's field."""
+    # 100 tiles (25 with --quick): enough for the steady rate to leave out each
+    # worker's first task (start-up and compilation).
+    case = field(96 if quick else 192)
+    rows = []
+    for scheduler, workers, kwargs in [
+        ("processes", 1, dict(n_workers=1)),
+        ("processes", 2, dict(n_workers=2)),
+        ("sync (no Dask)", 1, dict(client="sync")),
+    ]:
+        for batch_size in (None, 5, 25):
+            tiles, seconds, steady = timed_run(case, 24, 4, batch_size=batch_size, **kwargs)
+            rows.append(
+                [scheduler, workers, str(batch_size), tiles, seconds, tiles / seconds, steady]
+            )
+            print(rows[-1], flush=True)
+    report.table(
+        f"Part 5b: {case.A.shape[0]}x{case.A.shape[1]} field, 24x24 tiles (overlap 4), "
+        "5x5 kernel, method='map', 100 draws; fresh store and cache each run: `seconds` "
+        "includes cluster start-up and compilation, `steady tiles/s` leaves out the tiles "
+        "finished with each worker's first task",
+        ["scheduler", "workers", "batch_size", "tiles", "seconds", "tiles/s", "steady tiles/s"],
+        rows,
+    )
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -293,6 +388,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller field, fewer sizes")
     parser.add_argument("--memory", action="store_true", help="also run Part 4 (about 3 min)")
+    parser.add_argument("--batch-only", action="store_true", help="run Part 5 alone")
     parser.add_argument("--markdown", help="also write the report as Markdown to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -301,11 +397,14 @@ def main(argv=None) -> int:
     )
     report.header()
     with tempfile.TemporaryDirectory() as cache:
-        speedup = part_workers(report, args.quick)
-        part_tile_size(report, args.quick, speedup, cache)
-        part_vmap(report, args.quick, cache)
-        if args.memory:
-            part_memory(report, cache)
+        if not args.batch_only:
+            speedup = part_workers(report, args.quick)
+            part_tile_size(report, args.quick, speedup, cache)
+            part_vmap(report, args.quick, cache)
+            if args.memory:
+                part_memory(report, cache)
+        part_batch_core(report, args.quick)
+        part_batch_runs(report, args.quick)
     report.note(f"load average at the end: {os.getloadavg()}")
     report.write(args.markdown)
     return 0

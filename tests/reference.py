@@ -28,14 +28,28 @@ def neumann_laplacian_1d(n):
     return lap
 
 
-def smooth_prior_covariance(kernel_shape, order):
-    """Covariance of the normalised GMRF prior at unit scale, densely."""
+def dirichlet_laplacian_1d(n):
+    """Second-difference matrix with the vector taken as 0 beyond both ends."""
+    return 2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1)
+
+
+def smooth_prior_covariance(kernel_shape, order, boundary="zero"):
+    """Covariance of the normalised GMRF prior at unit scale, densely.
+
+    ``boundary='zero'`` (the library's default): Dirichlet Laplacian, positive
+    definite. ``'reflect'``: Neumann Laplacian plus ``delta`` (the smallest
+    non-zero eigenvalue) on the diagonal.
+    """
     h, w = kernel_shape
-    lap = np.kron(neumann_laplacian_1d(h), np.eye(w)) + np.kron(np.eye(h), neumann_laplacian_1d(w))
+    one_d = dirichlet_laplacian_1d if boundary == "zero" else neumann_laplacian_1d
+    lap = np.kron(one_d(h), np.eye(w)) + np.kron(np.eye(h), one_d(w))
     precision_core = np.linalg.matrix_power(lap, order)
-    eigenvalues = np.linalg.eigvalsh(precision_core)
-    delta = eigenvalues[eigenvalues > 1e-9].min()
-    covariance = np.linalg.inv(precision_core + delta * np.eye(h * w))
+    if boundary == "zero":
+        covariance = np.linalg.inv(precision_core)
+    else:
+        eigenvalues = np.linalg.eigvalsh(precision_core)
+        delta = eigenvalues[eigenvalues > 1e-9].min()
+        covariance = np.linalg.inv(precision_core + delta * np.eye(h * w))
     return covariance / np.mean(np.diag(covariance))
 
 

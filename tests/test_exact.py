@@ -157,3 +157,37 @@ def test_compare_by_evidence_prefers_the_smooth_prior_for_a_smooth_kernel():
     fits["map"] = bk.fit(case.A, case.B, (7, 7), method="map", num_samples=5, progress_bar=False)
     with pytest.raises(ValueError, match="'map' has no log evidence"):
         bk.compare(fits, method="evidence")
+
+
+def test_prior_auto_picks_the_highest_evidence_and_equals_that_fit():
+    radial_case = bk.simulate((32, 32), "gaussian", (7, 7), noise_sigma=0.05, seed=3)
+    post = bk.fit(radial_case.A, radial_case.B, (7, 7), prior="auto", num_samples=100,
+                  progress_bar=False)  # fmt: skip
+    evidence = post.diagnostics["prior_evidence"]
+    assert set(evidence) == {"smooth", "smooth2", "radial"}
+    assert post.prior == max(evidence, key=evidence.get) == "radial"
+    direct = bk.fit(radial_case.A, radial_case.B, (7, 7), prior="radial", num_samples=100,
+                    progress_bar=False)  # fmt: skip
+    np.testing.assert_array_equal(post.kernel_draws, direct.kernel_draws)
+    # A motion streak is not radially symmetric: the evidence says so.
+    motion = bk.simulate((32, 32), "motion", (7, 7), noise_sigma=0.05, seed=3)
+    chosen = bk.fit(motion.A, motion.B, (7, 7), prior=["radial", "smooth"], num_samples=50,
+                    progress_bar=False)  # fmt: skip
+    assert chosen.prior == "smooth"
+    assert chosen.diagnostics["prior_evidence"]["radial"] < chosen.diagnostics["log_evidence"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(prior="auto", method="map"), "needs method='exact' or 'auto'"),
+        (dict(prior=[]), "empty sequence"),
+        (dict(prior=["smooth", "gaussian"]), "needs a linear-Gaussian prior"),
+        (dict(prior="auto", hyper_sampler="nuts"), "needs the grid sampler"),
+        (dict(prior=["smooth", "smooth"]), "both named 'smooth'"),
+    ],
+)
+def test_prior_by_evidence_bad_arguments(kwargs, message):
+    case = bk.simulate((16, 16), "gaussian", (5, 5), noise_sigma=0.05, seed=3)
+    with pytest.raises(ValueError, match=message):
+        bk.fit(case.A, case.B, (5, 5), num_samples=20, progress_bar=False, **kwargs)

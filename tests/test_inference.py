@@ -91,7 +91,10 @@ def test_collapsed_hyperparameters_match_full_nuts(nuts_learned, exact_learned):
         )
         assert abs(a.mean() - b.mean()) < Z * mcse, name
     # And the kernel: means agree within the posterior's own Monte Carlo error.
-    ess = effective_sizes(nuts_learned.kernel_draws)
+    # NUTS is often antithetic here (ESS above the number of draws); such ESS
+    # estimates are noisy and would understate the Monte Carlo error, so cap them.
+    draws = nuts_learned.kernel_draws.shape[0] * nuts_learned.kernel_draws.shape[1]
+    ess = np.minimum(effective_sizes(nuts_learned.kernel_draws), draws)
     z = np.abs(nuts_learned.kernel_mean - exact_learned.kernel_mean).ravel() / (
         exact_learned.kernel_sd.ravel() * np.sqrt(1 / ess + 1 / 2000)
     )

@@ -35,13 +35,21 @@ __all__ = [
 # Largest rank that prior="lowrank_auto" lets the shrinkage prior use.
 AUTO_MAX_RANK = 5
 
-_NAMED = {"iid": IIDPrior, "smooth": SmoothPrior, "radial": RadialPrior}
+_NAMED = {"iid": IIDPrior, "radial": RadialPrior}
+# name -> (order, boundary) of SmoothPrior.
+_SMOOTH = {
+    "smooth": (1, "zero"),
+    "smooth2": (2, "zero"),
+    "smooth_reflect": (1, "reflect"),
+    "smooth2_reflect": (2, "reflect"),
+}
 
 
 def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     """Turn a name or a prior instance into a prior for ``kernel_shape``.
 
-    Names: ``'smooth'``, ``'smooth2'``, ``'iid'``, ``'radial'`` (linear-Gaussian),
+    Names: ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
+    ``'smooth2_reflect'``, ``'iid'``, ``'radial'`` (linear-Gaussian),
     ``'lowrank'`` (rank 1), ``'lowrank_auto'`` (rank learned up to 5 by a
     shrinkage prior; read it with :func:`effective_rank`), the parametric families ``'gaussian'``,
     ``'moffat'``, ``'airy'``, ``'power_law'``, and each family with a smooth
@@ -54,8 +62,9 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
     if isinstance(prior, str):
-        if prior == "smooth2":
-            return SmoothPrior(kernel_shape, order=2)
+        if prior in _SMOOTH:
+            order, boundary = _SMOOTH[prior]
+            return SmoothPrior(kernel_shape, order=order, boundary=boundary)
         if prior == "lowrank":
             return LowRankPrior(kernel_shape)
         if prior == "lowrank_auto":
@@ -68,7 +77,7 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
             return ParametricPrior(kernel_shape, family=family, residual=True)
         if prior not in _NAMED:
             names = sorted(
-                [*_NAMED, "smooth2", "lowrank", "lowrank_auto", *FAMILIES, "<family>+residual"]
+                [*_NAMED, *_SMOOTH, "lowrank", "lowrank_auto", *FAMILIES, "<family>+residual"]
             )
             raise ValueError(
                 f"prior must be one of {names} or a KernelPrior instance, got {prior!r}"

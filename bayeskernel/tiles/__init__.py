@@ -3,10 +3,11 @@
 Modules, importing one way: :mod:`~bayeskernel.tiles.grid` (splitting, exact
 borders), :mod:`~bayeskernel.tiles.store` (one NetCDF file per finished tile),
 :mod:`~bayeskernel.tiles.cache` (JAX's persistent compilation cache),
-:mod:`~bayeskernel.tiles.result` (the labelled result, summaries, figure) and
-:mod:`~bayeskernel.tiles.run` (:func:`fit_tiles`). Dask, xarray and matplotlib
-are imported only when a function needs them, so ``import bayeskernel`` stays
-free of them.
+:mod:`~bayeskernel.tiles.result` (the labelled result, summaries, figure),
+:mod:`~bayeskernel.tiles.batch` (equal-shape tiles in one vmapped program,
+``fit_tiles(batch_size=...)``) and :mod:`~bayeskernel.tiles.run`
+(:func:`fit_tiles`). Dask, xarray and matplotlib are imported only when a
+function needs them, so ``import bayeskernel`` stays free of them.
 """
 
 from bayeskernel.tiles.cache import persistent_compilation_cache

@@ -1,9 +1,8 @@
-"""JAX's persistent compilation cache, for many fits of equal shapes.
+"""JAX's persistent compilation cache, shared by worker processes.
 
-``fit`` builds fresh jitted closures on every call, so JAX's in-memory cache
-misses and each tile recompiles programs of the same shapes: about 3/4 of a
-small tile's fit time (docs/tiles.md). JAX's persistent cache is keyed on the
-compiled program itself, so a hit is exact and skips the compilation.
+``fit`` reuses its compiled programs within a process; the persistent cache,
+keyed on the compiled program itself, also saves each new worker process its
+first compilation (1-6 s per tile shape and prior).
 """
 
 from __future__ import annotations
@@ -14,10 +13,8 @@ from contextlib import contextmanager
 
 __all__ = ["disable_compilation_cache", "enable_compilation_cache", "persistent_compilation_cache"]
 
-# Cache every program, however quick to compile: no threshold separates the
-# reusable ones (the blur operator, 0.1 s to compile) from those that embed a
-# tile's data as constants and are never reused (the hyperparameter objective,
-# 0.07 s). The latter add about 12 kB per tile, next to the tile's own file.
+# Cache every program, however quick to compile: most of a small tile's programs
+# compile in under a second, and each is compiled once per worker anyway.
 MIN_COMPILE_SECONDS = 0.0
 
 
