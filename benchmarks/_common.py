@@ -98,6 +98,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(out)
 
 
+def print_and_save(info: dict, headers: Sequence[str], rows, markdown: str | None) -> None:
+    """Machine facts and one table to stdout, and as Markdown to ``markdown`` if given."""
+    print()
+    print("\n".join(machine_lines(info)))
+    print(plain_table(headers, rows))
+    if markdown:
+        with open(markdown, "w") as fh:
+            fh.write("\n".join(f"- {line}" for line in machine_lines(info)) + "\n\n")
+            fh.write(markdown_table(headers, rows) + "\n")
+
+
 class Report:
     """Collects sections (text + tables); prints them and writes Markdown."""
 

@@ -12,7 +12,7 @@ import time
 import warnings
 
 import numpy as np
-from _common import machine_info, machine_lines, markdown_table, plain_table
+from _common import machine_info, plain_table, print_and_save
 
 import bayeskernel as bk
 from bayeskernel.datasets import motivating_example
@@ -84,13 +84,7 @@ def main(argv=None):
         ranks = {name: int(rank) for name, rank in zip(table.index, table["rank"])}
         for row in rows[-len(priors) :]:
             row.append(ranks[row[1]] + 1)
-    print()
-    print("\n".join(machine_lines(info)))
-    print(plain_table(HEADERS, rows))
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write("\n".join(f"- {line}" for line in machine_lines(info)) + "\n\n")
-            fh.write(markdown_table(HEADERS, rows) + "\n")
+    print_and_save(info, HEADERS, rows, args.markdown)
 
 
 HEADERS = ["case", "prior", "method", "seconds", "rel_err_whole", "rel_err_central",

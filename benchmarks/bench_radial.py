@@ -18,7 +18,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import machine_info, machine_lines, markdown_table, plain_table
+from _common import machine_info, plain_table, print_and_save
 
 import bayeskernel as bk
 
@@ -53,13 +53,7 @@ def main(argv=None) -> None:
         ])  # fmt: skip
         print(plain_table(HEADERS, [rows[-1]]).splitlines()[-1], flush=True)
     rows.append(["mean", *np.mean(np.asarray([r[1:] for r in rows], float), axis=0)])
-    print()
-    print("\n".join(machine_lines(info)))
-    print(plain_table(HEADERS, rows))
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write("\n".join(f"- {line}" for line in machine_lines(info)) + "\n\n")
-            fh.write(markdown_table(HEADERS, rows) + "\n")
+    print_and_save(info, HEADERS, rows, args.markdown)
 
 
 if __name__ == "__main__":
