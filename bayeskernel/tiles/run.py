@@ -498,11 +498,11 @@ def fit_tiles(
     batched = 0
 
     def on_result(dataset) -> None:
+        nonlocal batched
         index = (dataset.attrs["tile_row"], dataset.attrs["tile_col"])
         if tile_store is not None:
             tile_store.write(*index, dataset)
         tiles[index] = dataset
-        nonlocal batched
         batched += dataset.attrs.get("fit_route") == "batched"
         logger.info("tile %s done in %.2f s", index, dataset.attrs["fit_seconds"])
 
