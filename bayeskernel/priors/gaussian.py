@@ -90,8 +90,8 @@ class SmoothPrior(LinearGaussianPrior):
         Boundary condition of the Laplacian at the window's edge. ``'zero'``
         (default since session 3) suits kernels that fall to zero within the
         window, as a well-chosen ``kernel_shape`` does: on the peer benchmark it
-        was as accurate or more on 15 of 18 cases (up to 11% better; at most 1%
-        worse), and the marginal likelihood preferred it on all 18.
+        was as accurate or more on 16 of 19 cases (up to 12% better; at most 1%
+        worse), and the marginal likelihood preferred it on all 18 simulated ones.
         ``'reflect'`` suits kernels the window truncates.
 
     Raises
