@@ -60,6 +60,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("out/tiles"), help="store and figure")
     parser.add_argument("--compilation-cache", default=None, help="JAX cache folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="tiles per task, fitted in one vmapped program"
+    )
     args = parser.parse_args(argv)
 
     A, B, kernels = make_field(args.size, args.tiles, args.kernel, args.noise, args.seed)
@@ -69,7 +72,7 @@ def main(argv=None) -> dict:
         A, B, (args.kernel, args.kernel), tile_shape=args.size // args.tiles, overlap=0,
         store=args.out / "store", client="sync" if args.sync else None, n_workers=args.workers,
         compilation_cache=args.compilation_cache or True, seed=args.seed,
-        method="map", num_samples=args.samples,
+        method="map", num_samples=args.samples, batch_size=args.batch_size,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     print(

@@ -30,3 +30,12 @@ def test_motivating_case_example(tmp_path, monkeypatch, prior):
     report = module["main"]()
     assert abs(report["noise_sigma"] - 1.0) < 0.3
     assert (tmp_path / "motivating_kernel.png").stat().st_size > 10_000
+
+
+def test_choose_prior_example():
+    module = runpy.run_path(str(EXAMPLES / "choose_prior.py"), run_name="example")
+    report = module["main"](["--size", "32", "--kernel", "7", "--samples", "50"])
+    # A Gaussian blur is radially symmetric, a motion streak is not.
+    assert report["gaussian"]["chosen"] == "radial"
+    assert report["motion"]["chosen"] != "radial"
+    assert all(r["error"] < 0.2 for r in report.values())

@@ -1,0 +1,48 @@
+"""Which prior fits your kernel? Let the exact marginal likelihood choose.
+
+Two simulated cases on binary patterns: a radially symmetric Gaussian blur and a
+motion streak. For each, ``fit(prior="auto")`` fits ``'smooth'``, ``'smooth2'``
+and ``'radial'`` with the exact route and keeps the fit of highest ``log p(B)``
+(kernel and hyperparameters integrated out). Printed per case: every
+candidate's log evidence (differences are log Bayes factors), the choice, and
+the chosen posterior mean's error and 95% coverage against the true kernel.
+
+    python examples/choose_prior.py [--size 48] [--kernel 9] [--noise 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import bayeskernel as bk
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=48, help="image side")
+    parser.add_argument("--kernel", type=int, default=9, help="kernel side")
+    parser.add_argument("--noise", type=float, default=0.05, help="noise sd")
+    parser.add_argument("--samples", type=int, default=500, help="posterior draws per chain")
+    args = parser.parse_args(argv)
+
+    shape = (args.kernel, args.kernel)
+    report = {}
+    for family in ("gaussian", "motion"):
+        case = bk.simulate((args.size, args.size), family, shape, noise_sigma=args.noise, seed=1)
+        post = bk.fit(
+            case.A, case.B, shape, prior="auto", num_samples=args.samples, progress_bar=False
+        )
+        evidence = post.diagnostics["prior_evidence"]
+        best = max(evidence.values())
+        print(f"{family} kernel {shape}:")
+        for name, value in sorted(evidence.items(), key=lambda item: -item[1]):
+            print(f"  {name:8s} log p(B) = {value:12.2f}   ({value - best:+9.2f})")
+        error = bk.relative_error(post.kernel_mean, case.kernel)
+        coverage = bk.coverage(*post.interval(0.95), case.kernel)
+        print(f"  chosen: {post.prior}; relative error {error:.4f}, 95% coverage {coverage:.2f}")
+        report[family] = {"chosen": post.prior, "error": error, "coverage": coverage}
+    return report
+
+
+if __name__ == "__main__":
+    main()
