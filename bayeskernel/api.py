@@ -14,7 +14,7 @@ from bayeskernel._validation import check_fit_inputs
 from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.forward import make_operator
 from bayeskernel.infer.collapsed import HYPER_SAMPLERS, SOLVERS
-from bayeskernel.model import HyperScales, default_hyper_scales
+from bayeskernel.model import HyperScales, check_hyper_scales, default_hyper_scales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
 
@@ -199,7 +199,7 @@ def fit(
             kernel_shape,
         )
     else:
-        scales = _check_hyper_scales(hyper_scales)
+        scales = check_hyper_scales(hyper_scales)
     num_observed = sum(v.size for v in seen)
     if centered is None:
         centered = num_observed >= getattr(prior, "num_latent", 0)
@@ -300,18 +300,6 @@ def _fit_by_evidence(candidates, arguments: dict) -> KernelPosterior:
         warnings.warn(record.message, stacklevel=3)
     best.diagnostics["prior_evidence"] = evidence
     return best
-
-
-def _check_hyper_scales(value) -> HyperScales:
-    try:
-        noise, kernel = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"hyper_scales must be HyperScales(noise, kernel) or a pair of numbers, got {value!r}"
-        ) from None
-    if not (np.isfinite(noise) and noise > 0 and np.isfinite(kernel) and kernel > 0):
-        raise ValueError(f"hyper_scales must be positive and finite, got {(noise, kernel)}")
-    return HyperScales(noise=noise, kernel=kernel)
 
 
 def _warn_not_binary(images: list[np.ndarray]) -> None:

@@ -26,6 +26,7 @@ from bayeskernel.priors import KernelPrior, LinearGaussianPrior
 
 __all__ = [
     "HyperScales",
+    "check_hyper_scales",
     "collapsed_model",
     "default_hyper_scales",
     "kernel_model",
@@ -57,6 +58,19 @@ def default_hyper_scales(
     rms_a = float(np.sqrt(np.mean(np.asarray(image, dtype=float) ** 2))) or 1.0
     overlap = min(int(np.prod(kernel_shape)), int(np.asarray(image).size))
     return HyperScales(noise=rms_b, kernel=rms_b / (rms_a * np.sqrt(overlap)))
+
+
+def check_hyper_scales(value) -> HyperScales:
+    """``HyperScales`` from a user's ``(noise, kernel)`` pair, or a ValueError naming it."""
+    try:
+        noise, kernel = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"hyper_scales must be HyperScales(noise, kernel) or a pair of numbers, got {value!r}"
+        ) from None
+    if not (np.isfinite(noise) and noise > 0 and np.isfinite(kernel) and kernel > 0):
+        raise ValueError(f"hyper_scales must be positive and finite, got {(noise, kernel)}")
+    return HyperScales(noise=noise, kernel=kernel)
 
 
 def sample_hyperparameters(

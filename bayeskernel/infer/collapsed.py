@@ -282,6 +282,17 @@ def _type2_value_and_grad(static, terms, x):
     return jax.value_and_grad(objective)(x)
 
 
+def draw_layout(total: int) -> tuple[int, int]:
+    """Number and size of the equal batches in which ``total`` kernel draws are made.
+
+    Equal batches (the last padded by repeating a pair): one compiled shape per
+    fit, and at most ``num_batches - 1`` wasted draws. ``fit_tiles``' batched
+    route uses the same layout, so its random keys match a separate fit's.
+    """
+    num_batches = -(-total // _DRAW_BATCH)
+    return num_batches, -(-total // num_batches)
+
+
 def _kernel_draws(rng_key, solver, summary, whitened, observed, sigma, scale, dtype):
     """One exact kernel draw per ``(chain, draw)`` hyperparameter pair, batched.
 
@@ -290,10 +301,7 @@ def _kernel_draws(rng_key, solver, summary, whitened, observed, sigma, scale, dt
     chains, draws = sigma.shape
     total = chains * draws
     shape = tuple(whitened.prior.kernel_shape)
-    # Equal batches (the last padded by repeating a pair): one compiled shape per
-    # fit, and at most num_batches - 1 wasted draws.
-    num_batches = -(-total // _DRAW_BATCH)
-    batch = -(-total // num_batches)
+    num_batches, batch = draw_layout(total)
     padded = num_batches * batch
     sigma_flat = np.pad(sigma.reshape(-1), (0, padded - total), mode="edge")
     scale_flat = np.pad(scale.reshape(-1), (0, padded - total), mode="edge")

@@ -46,7 +46,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from bayeskernel._validation import check_fit_inputs
 from bayeskernel.forward import make_operator
 from bayeskernel.infer._static import Static
-from bayeskernel.infer.collapsed import _DRAW_BATCH, DENSE_AUTO_LIMIT
+from bayeskernel.infer.collapsed import DENSE_AUTO_LIMIT, draw_layout
 from bayeskernel.infer.exact import (
     DENSE_LIMIT,
     Spectrum,
@@ -55,7 +55,12 @@ from bayeskernel.infer.exact import (
     whitened_operator,
 )
 from bayeskernel.infer.grid import EDGE_MASS, GRID_POINTS, HALF_WIDTH
-from bayeskernel.model import HyperScales, collapsed_model, default_hyper_scales
+from bayeskernel.model import (
+    HyperScales,
+    check_hyper_scales,
+    collapsed_model,
+    default_hyper_scales,
+)
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import LinearGaussianPrior, resolve_prior
 
@@ -138,23 +143,16 @@ def _plan(task) -> tuple[_Plan | None, str]:
         return None, "more kernel entries than pixels (data-space solver)"
     if latent > (DENSE_LIMIT if options.get("solver") == "dense" else DENSE_AUTO_LIMIT):
         return None, "kernel too large for the dense solver"
-    if options.get("hyper_scales") is not None and _scales(options["hyper_scales"]) is None:
-        return None, "hyper_scales invalid"
+    if options.get("hyper_scales") is not None:
+        try:
+            check_hyper_scales(options["hyper_scales"])
+        except ValueError:
+            return None, "hyper_scales invalid"
     chains = 1 if method == "map" else int(options["num_chains"])
     plan = _Plan(
         Static(prior), tuple(task.kernel_shape), method, chains, int(options["num_samples"])
     )
     return plan, ""
-
-
-def _scales(value) -> HyperScales | None:
-    try:
-        noise, kernel = (float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    if not (np.isfinite(noise) and noise > 0 and np.isfinite(kernel) and kernel > 0):
-        return None
-    return HyperScales(noise, kernel)
 
 
 def batch_reason(task) -> str:
@@ -264,12 +262,6 @@ def _draw_kernels(plan: _Plan, whitened, spectrum, observed, keys, sigma, scale)
     return kernels.reshape((-1,) + tuple(plan.kernel_shape))
 
 
-def _draw_layout(total: int) -> tuple[int, int]:
-    """Blocks and block size of fit's kernel draws (``collapsed._kernel_draws``)."""
-    num_batches = -(-total // _DRAW_BATCH)
-    return num_batches, -(-total // num_batches)
-
-
 def _blocks(values: jax.Array, num_batches: int, batch: int) -> jax.Array:
     """(total,) per-draw values padded by repeating the last, as (blocks, batch)."""
     padded = jnp.concatenate([values, jnp.repeat(values[-1:], num_batches * batch - values.size)])
@@ -280,7 +272,7 @@ def _blocks(values: jax.Array, num_batches: int, batch: int) -> jax.Array:
 def _map_group(plan: _Plan, windows, observed, starts, seeds):
     """'map' for a group: spectra, type-II ML by Newton, exact draws, all vmapped."""
     prior = plan.prior.value
-    num_batches, batch = _draw_layout(plan.num_samples)
+    num_batches, batch = draw_layout(plan.num_samples)
 
     def one(window, data, tile_starts, seed):
         whitened, spectrum = _spectrum(prior, plan.kernel_shape, window, data)
@@ -343,7 +335,7 @@ def _exact_draws(plan: _Plan, windows, observed, spectra, scales, unconstrained,
     """'exact', stage 3: constrain the grid draws, exact kernel draws at each pair."""
     prior = plan.prior.value
     total = plan.num_chains * plan.num_samples
-    num_batches, batch = _draw_layout(total)
+    num_batches, batch = draw_layout(total)
 
     def one(window, data, spectrum, tile_scales, tile_unconstrained, rng_key):
         whitened = whitened_operator(make_operator(window, plan.kernel_shape, "valid"), prior, None)
@@ -579,7 +571,7 @@ def fit_tile_batch(tasks: Sequence) -> list:
                 continue
             given = task.options.get("hyper_scales")
             scales.append(
-                _scales(given)
+                check_hyper_scales(given)
                 if given is not None
                 else default_hyper_scales(a, b, plan.kernel_shape)
             )
