@@ -26,7 +26,7 @@ shape; none is told the noise sd. Methods:
   ``method='exact'``, or ``'map'`` on the 199x199 case), ``bk-smooth-reflect``
   (the reflecting boundary, the default of sessions 1-2), optionally
   ``bk-smooth2``; ``bk-auto`` (``prior='auto'``: the best of ``smooth``,
-  ``smooth2`` and ``radial`` by the exact marginal likelihood, ``method='exact'``
+  ``smooth2``, ``radial`` and ``radial1`` by the exact marginal likelihood, ``method='exact'``
   everywhere) and ``bk-radial`` (``prior='radial'``, ``method='exact'``) on
   radially symmetric kernels; ``--bk`` picks which. Each run's log evidence
   (``log p(B)``, from the hyperparameter grid of the exact route; missing where
@@ -38,9 +38,23 @@ sd, coverage of the 95% intervals (whole kernel) where the method gives them,
 wall time, and bayeskernel's log evidence. The machine is shared: times are
 indicative (load averages are printed).
 
+Replicates: with ``--seeds N`` every case is run on N data sets, replicate ``r``
+(0-based) simulated with seed ``case seed + 1000 r`` (replicate 0 is the case's
+usual data set); the motivating case has one shipped data set, so its
+replicates ``r >= 1`` are ``bk.simulate((100, 100), 'inverse_distance',
+(199, 199), density=0.2, noise_sigma=1.0, seed=10_000 + r)``. Each method gets
+the replicate's seed (0 for the shipped data). A further table then gives, per
+case and bayeskernel variant, the mean over replicates of the ratio of its
+error to the best peer's error on the same data set, its standard error, how
+often the ratio is <= 1, and which peer was best how often; and, per variant,
+how many cases have a mean ratio <= 1, within 2 standard errors above 1, or
+worse. ``--cuqi-seeds K`` runs CUQIpy on the first K replicates only; the
+best peer of the other replicates is then the best of the peers that ran.
+
 Usage: ``python benchmarks/bench_peers.py [--quick] [--markdown FILE]
-[--results JSON] [--cases SUBSTRING ...] [--cuqi-max-entries N] [--bk NAME ...]``; and
-``--combine JSON ...`` to make one report from several saved ``--results``.
+[--results JSON] [--cases SUBSTRING ...] [--cuqi-max-entries N] [--bk NAME ...]
+[--seeds N] [--cuqi-seeds K]``; and ``--combine JSON ...`` to make one report from
+several saved ``--results`` (e.g. one per group of cases).
 """
 
 from __future__ import annotations
@@ -49,11 +63,12 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import sys
 import time
+from collections import Counter
 
-import jax
 import numpy as np
 import scipy.fft
 import scipy.linalg
@@ -95,13 +110,20 @@ def case_list(quick: bool) -> list[dict]:
     return cases
 
 
-def make_data(case: dict):
+def replicate_seed(case: dict, r: int) -> int | None:
+    """Simulation seed of replicate ``r``; None: the shipped motivating data."""
     if case["seed"] is None:
+        return None if r == 0 else 10_000 + r
+    return case["seed"] + 1000 * r
+
+
+def make_data(case: dict, seed: int | None):
+    if seed is None:
         data = motivating_example()
     else:
         data = bk.simulate(case["image_shape"], case["family"], case["kernel_shape"],
                            density=case["density"], noise_sigma=case["noise"],
-                           seed=case["seed"])  # fmt: skip
+                           seed=seed)  # fmt: skip
     return data.A, data.B, data.kernel, data.noise_sigma
 
 
@@ -310,7 +332,6 @@ def run_cuqipy(A, B, kernel_shape, seed, steps=CUQI_STEPS["full"]):
 def run_bayeskernel(A, B, kernel_shape, seed, prior="smooth", method="exact"):
     post = bk.fit(A, B, kernel_shape, prior=prior, method=method, seed=seed,
                   progress_bar=False)  # fmt: skip
-    jax.clear_caches()  # compiled programs of every fit pile up otherwise
     lower, upper = post.interval(0.95)
     divergences = int(np.sum(post.sample_stats.get("diverging", 0)))
     log_evidence = post.diagnostics.get("log_evidence")
@@ -326,7 +347,7 @@ BK_VARIANTS = {
     "smooth": (lambda shape: "smooth", lambda case: True),  # default: zero boundary
     "smooth-reflect": (lambda shape: "smooth_reflect", lambda case: True),  # sessions 1-2
     "smooth2": (lambda shape: "smooth2", lambda case: True),
-    "auto": (lambda shape: "auto", lambda case: True),  # best of smooth/smooth2/radial by p(B)
+    "auto": (lambda shape: "auto", lambda case: True),  # best of api.AUTO_PRIORS by p(B)
     "radial": (lambda shape: "radial", lambda case: case["family"] in RADIAL_FAMILIES),
 }
 BK_DEFAULT = ("smooth", "smooth-reflect", "auto", "radial")
@@ -373,16 +394,30 @@ def main() -> None:
         help="bayeskernel variants to run (default: %(default)s)",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="data sets (replicates) per case; replicate r uses seed case seed + 1000 r",
+    )
+    parser.add_argument(
+        "--cuqi-seeds",
+        type=int,
+        default=None,
+        help="run CUQIpy on the first K replicates only (default: all)",
+    )
+    parser.add_argument(
         "--combine",
         nargs="*",
         help="print and write the tables of saved --results files; run nothing",
     )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
 
     report = Report("Accuracy against peers", "python " + " ".join(sys.argv), machine_info())
     report.header()
     if args.combine:
-        rows, summary, notes = [], [], []
+        rows, summary, notes, replicates = [], [], [], []
         for path in args.combine:
             with open(path) as fh:
                 saved = json.load(fh)
@@ -390,7 +425,8 @@ def main() -> None:
             rows += saved_rows
             summary += saved_summary
             notes += saved["notes"]
-        finish(report, rows, summary, notes, args.markdown)
+            replicates += saved.get("replicates", [])  # absent before --seeds
+        finish(report, rows, summary, notes, args.markdown, replicates)
         return
     try:
         import cuqi
@@ -406,52 +442,68 @@ def main() -> None:
     cases = case_list(args.quick)
     if args.cases:
         cases = [c for c in cases if any(s in c["name"] for s in args.cases)]
-    rows, summary, notes = [], [], []
+    if args.seeds > 1:
+        report.note(f"{args.seeds} replicates per case (seeds: case seed + 1000 r; "
+                    "motivating case: shipped data, then 10,000 + r).")  # fmt: skip
+    rows, summary, notes, replicates = [], [], [], []
     for case in cases:
-        A, B, kernel, sigma = make_data(case)
-        kernel_shape = kernel.shape
-        central = bk.central_window(kernel_shape, central_size(kernel_shape))
-        print(f"\n{case['name']} (load {os.getloadavg()[0]:.1f})", flush=True)
-        errors = {}
-        methods = methods_for(case, args.quick, has_cuqi, args.cuqi_max_entries, args.bk)
-        evidence = {}
-        for name, method in methods:
-            start = time.perf_counter()
-            try:
-                out = method(A, B, kernel_shape, case["seed"] or 0)
-            except Exception as error:  # noqa: BLE001 - reported in the table
-                notes.append(f"{case['name']} / {name}: failed, {type(error).__name__}: {error}")
-                print(notes[-1], flush=True)
-                continue
-            seconds = time.perf_counter() - start
-            estimate = np.asarray(out["estimate"], float)
-            whole = bk.relative_error(estimate, kernel)
-            centre = bk.relative_error(estimate, kernel, central)
-            cover = float("nan")
-            if "lower" in out and np.all(np.isfinite(out["lower"])):
-                cover = bk.coverage(out["lower"], out["upper"], kernel)
-            elif "lower" in out:  # wiener on a kernel larger than B: covered window only
-                inside = np.isfinite(out["lower"])
-                cover = bk.coverage(out["lower"][inside], out["upper"][inside], kernel[inside])
-            noise_error = abs(out["sigma"] - sigma) / sigma
-            errors[name] = whole
-            if "log_evidence" in out:
-                evidence[name] = out["log_evidence"]
-            row = [case["name"], name, whole, centre, noise_error, cover, seconds,
-                   " ".join(f"{x:.1f}" for x in os.getloadavg()),
-                   out.get("log_evidence")]  # fmt: skip
-            rows.append(row)
-            print(
-                f"  {name:<13} whole {whole:.4f}  central {centre:.4f}  noise {noise_error:.3f}"
-                f"  cov95 {cover:.3f}  {seconds:.1f} s   ({out['note']})",
-                flush=True,
-            )
-            notes.append(f"{case['name']} / {name}: {out['note']}")
-        summary.append(summary_row(case["name"], errors, evidence))
-        if args.results:
-            with open(args.results, "w") as fh:
-                json.dump({"rows": rows, "summary": summary, "notes": notes}, fh)
-    finish(report, rows, summary, notes, args.markdown)
+        for r in range(args.seeds):
+            seed = replicate_seed(case, r)
+            label = case["name"]
+            if args.seeds > 1:  # seeds 1: the names of earlier reports
+                label += " (shipped data)" if seed is None else f" (seed {seed})"
+            cuqi = has_cuqi and (args.cuqi_seeds is None or r < args.cuqi_seeds)
+            run_case(case, seed, label, cuqi, args, rows, summary, notes)
+            replicates.append(dict(label=label, case=case["name"], replicate=r, seed=seed))
+            if args.results:
+                with open(args.results, "w") as fh:
+                    json.dump({"rows": rows, "summary": summary, "notes": notes,
+                               "replicates": replicates}, fh)  # fmt: skip
+    finish(report, rows, summary, notes, args.markdown, replicates)
+
+
+def run_case(case, seed, label, has_cuqi, args, rows, summary, notes) -> None:
+    """Every method on one data set; appends to ``rows``, ``summary`` and ``notes``."""
+    A, B, kernel, sigma = make_data(case, seed)
+    kernel_shape = kernel.shape
+    central = bk.central_window(kernel_shape, central_size(kernel_shape))
+    print(f"\n{label} (load {os.getloadavg()[0]:.1f})", flush=True)
+    errors = {}
+    methods = methods_for(case, args.quick, has_cuqi, args.cuqi_max_entries, args.bk)
+    evidence = {}
+    for name, method in methods:
+        start = time.perf_counter()
+        try:
+            out = method(A, B, kernel_shape, seed or 0)
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            notes.append(f"{label} / {name}: failed, {type(error).__name__}: {error}")
+            print(notes[-1], flush=True)
+            continue
+        seconds = time.perf_counter() - start
+        estimate = np.asarray(out["estimate"], float)
+        whole = bk.relative_error(estimate, kernel)
+        centre = bk.relative_error(estimate, kernel, central)
+        cover = float("nan")
+        if "lower" in out and np.all(np.isfinite(out["lower"])):
+            cover = bk.coverage(out["lower"], out["upper"], kernel)
+        elif "lower" in out:  # wiener on a kernel larger than B: covered window only
+            inside = np.isfinite(out["lower"])
+            cover = bk.coverage(out["lower"][inside], out["upper"][inside], kernel[inside])
+        noise_error = abs(out["sigma"] - sigma) / sigma
+        errors[name] = whole
+        if "log_evidence" in out:
+            evidence[name] = out["log_evidence"]
+        row = [label, name, whole, centre, noise_error, cover, seconds,
+               " ".join(f"{x:.1f}" for x in os.getloadavg()),
+               out.get("log_evidence")]  # fmt: skip
+        rows.append(row)
+        print(
+            f"  {name:<13} whole {whole:.4f}  central {centre:.4f}  noise {noise_error:.3f}"
+            f"  cov95 {cover:.3f}  {seconds:.1f} s   ({out['note']})",
+            flush=True,
+        )
+        notes.append(f"{label} / {name}: {out['note']}")
+    summary.append(summary_row(label, errors, evidence))
 
 
 def summary_row(case_name: str, errors: dict, evidence: dict) -> list:
@@ -488,8 +540,61 @@ def _upgrade(rows: list, summary: list) -> tuple[list, list]:
     return rows, summary
 
 
-def finish(report: Report, rows, summary, notes, markdown) -> None:
+def replicate_summary(rows: list, summary: list, replicates: list):
+    """Per case and bayeskernel variant, ratios to the best peer over the replicates.
+
+    Returns the table rows, one line per variant counting the cases (mean ratio
+    <= 1, within 2 standard errors above 1, worse) and notes on replicates that
+    lacked CUQIpy; None when no case has two replicates.
+    """
+    where = {r["label"]: r for r in replicates}
+    first_seed = {c["name"]: c["seed"] for c in case_list(quick=False)}
+    cases: dict[str, dict] = {}
+    for row in summary:
+        # Saved before --seeds: the label is the case name, the data set replicate 0.
+        seed = first_seed.get(row[0], row[0])
+        info = where.get(row[0], dict(label=row[0], case=row[0], replicate=0, seed=seed))
+        cases.setdefault(info["case"], {})[info["seed"]] = (info, row)  # a data set once
+    if all(len(sets) < 2 for sets in cases.values()):
+        return None
+    ran_cuqi = {row[0] for row in rows if row[1] == "cuqipy-gibbs"}
+    table, counts, notes = [], {k: [0, 0, 0] for k in BK_SUMMARY}, []
+    single = 0
+    for case, sets in cases.items():
+        sets = sorted(sets.values(), key=lambda pair: pair[0]["replicate"])
+        single += len(sets) < 2
+        best = Counter(row[1] for _, row in sets if row[1] is not None)
+        best_text = ", ".join(f"{name} {times}/{len(sets)}" for name, times in best.most_common())
+        lacking = [info for info, _ in sets if info["label"] not in ran_cuqi]
+        if len(lacking) < len(sets):  # CUQIpy ran on some replicates only
+            notes.append(f"{case}: no CUQIpy on seeds "
+                         + ", ".join(str(i["seed"]) for i in lacking))  # fmt: skip
+        for i, variant in enumerate(BK_SUMMARY):
+            ratios = np.array([row[3 + i] / row[2] for _, row in sets])
+            ratios = ratios[np.isfinite(ratios)]
+            if ratios.size == 0:
+                continue
+            n = int(ratios.size)
+            mean = float(ratios.mean())
+            se = float(ratios.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+            table.append([case, variant, f"{mean:.3f}", None if n < 2 else f"{se:.3f}",
+                          int(np.sum(ratios <= 1)), n, best_text])  # fmt: skip
+            if n > 1:
+                counts[variant][0 if mean <= 1 else 1 if mean <= 1 + 2 * se else 2] += 1
+    lines = [
+        f"{variant}: <= 1 in {c[0]}, within 2 s.e. above 1 in {c[1]}, worse in {c[2]} "
+        f"of {sum(c)} cases"
+        for variant, c in counts.items()
+        if sum(c)
+    ]
+    if single:
+        lines.append(f"({single} cases with one replicate left out of these counts)")
+    return table, lines, notes
+
+
+def finish(report: Report, rows, summary, notes, markdown, replicates=()) -> None:
     rows, summary = _upgrade(rows, summary)
+    by_replicate = replicate_summary(rows, summary, list(replicates))
     ratios = (8, 9, 10)  # summary columns shown with three decimals
     summary = [
         [f"{x:.3f}" if i in ratios and x is not None else x for i, x in enumerate(row)]
@@ -510,6 +615,20 @@ def finish(report: Report, rows, summary, notes, markdown) -> None:
          "bk-auto / best peer", "best bk / best peer"],
         summary,
     )  # fmt: skip
+    if by_replicate is not None:
+        table, lines, cuqi_notes = by_replicate
+        report.table(
+            "Over replicate data sets: mean of (bayeskernel error / best peer's error on the "
+            "same data set), its standard error (sd / sqrt(n)), replicates with ratio <= 1, "
+            "replicates n, and which peer was best how often",
+            ["case", "bk variant", "mean ratio", "s.e.", "ratio <= 1", "n",
+             "best peer (times best)"],
+            table,
+        )  # fmt: skip
+        report.note("Cases by mean ratio: " + "; ".join(lines))
+        if cuqi_notes:
+            report.note("Best peer without CUQIpy (best of the peers that ran): "
+                        + "; ".join(cuqi_notes))  # fmt: skip
     kept = [n for n in notes if any(k in n for k in ("lsqr", "tikhonov", "failed"))]
     report.note("Notes (LSQR iterations, Tikhonov's GCV weight, failures): " + "; ".join(kept))
     report.note(f"loadavg at end: {tuple(round(x, 2) for x in os.getloadavg())}")

@@ -1,8 +1,8 @@
 """Which prior fits your kernel? Let the exact marginal likelihood choose.
 
 Two simulated cases on binary patterns: a radially symmetric Gaussian blur and a
-motion streak. For each, ``fit(prior="auto")`` fits ``'smooth'``, ``'smooth2'``
-and ``'radial'`` with the exact route and keeps the fit of highest ``log p(B)``
+motion streak. For each, ``fit(prior="auto")`` scores ``'smooth'``, ``'smooth2'``,
+``'radial'`` and ``'radial1'`` with the exact route and returns the fit of highest ``log p(B)``
 (kernel and hyperparameters integrated out). Printed per case: every
 candidate's log evidence (differences are log Bayes factors), the choice, and
 the chosen posterior mean's error and 95% coverage against the true kernel.

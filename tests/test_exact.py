@@ -164,8 +164,10 @@ def test_prior_auto_picks_the_highest_evidence_and_equals_that_fit():
     post = bk.fit(radial_case.A, radial_case.B, (7, 7), prior="auto", num_samples=100,
                   progress_bar=False)  # fmt: skip
     evidence = post.diagnostics["prior_evidence"]
-    assert set(evidence) == {"smooth", "smooth2", "radial"}
+    assert set(evidence) == {"smooth", "smooth2", "radial", "radial1"}
     assert post.prior == max(evidence, key=evidence.get) == "radial"
+    # Scored with one draw, refitted in full: the evidence is the refit's own.
+    assert evidence["radial"] == post.diagnostics["log_evidence"]
     direct = bk.fit(radial_case.A, radial_case.B, (7, 7), prior="radial", num_samples=100,
                     progress_bar=False)  # fmt: skip
     np.testing.assert_array_equal(post.kernel_draws, direct.kernel_draws)
@@ -175,6 +177,28 @@ def test_prior_auto_picks_the_highest_evidence_and_equals_that_fit():
                     progress_bar=False)  # fmt: skip
     assert chosen.prior == "smooth"
     assert chosen.diagnostics["prior_evidence"]["radial"] < chosen.diagnostics["log_evidence"]
+    assert chosen.diagnostics["prior_evidence"]["smooth"] == chosen.diagnostics["log_evidence"]
+    # The Krylov solver's evidence is stochastic (probes): the seed fixes it,
+    # so the one-draw score and the full refit agree exactly.
+    krylov = bk.fit(motion.A, motion.B, (7, 7), prior=["smooth", "smooth2"], solver="krylov",
+                    num_samples=20, progress_bar=False)  # fmt: skip
+    assert krylov.diagnostics["solver"] == "krylov"
+    assert krylov.diagnostics["prior_evidence"][krylov.prior] == krylov.diagnostics["log_evidence"]
+    assert krylov.kernel_draws.shape[:2] == (2, 20)
+
+
+def test_prior_auto_picks_the_order_one_radial_walk_for_a_disk():
+    # A disk's rim is a step between two neighbouring pixel distances: the
+    # first-order walk (radial1) fits it, the evidence says so.
+    disk = bk.simulate((48, 48), "disk", (11, 11), noise_sigma=0.01, seed=5)
+    post = bk.fit(disk.A, disk.B, (11, 11), prior="auto", num_samples=100, progress_bar=False)
+    evidence = post.diagnostics["prior_evidence"]
+    assert post.prior == "radial1" and evidence["radial1"] > evidence["radial"] + 3
+    error = bk.relative_error(post.kernel_mean, disk.kernel)
+    for other in ("smooth", "radial"):
+        fitted = bk.fit(disk.A, disk.B, (11, 11), prior=other, num_samples=100,
+                        progress_bar=False)  # fmt: skip
+        assert error < bk.relative_error(fitted.kernel_mean, disk.kernel)
 
 
 @pytest.mark.parametrize(

@@ -49,9 +49,11 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     """Turn a name or a prior instance into a prior for ``kernel_shape``.
 
     Names: ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
-    ``'smooth2_reflect'``, ``'iid'``, ``'radial'`` (linear-Gaussian),
-    ``'lowrank'`` (rank 1), ``'lowrank_auto'`` (rank learned up to 5 by a
-    shrinkage prior; read it with :func:`effective_rank`), the parametric families ``'gaussian'``,
+    ``'smooth2_reflect'``, ``'iid'``, ``'radial'``, ``'radial1'`` (the radial
+    profile with a first-order walk, for profiles with steps; all
+    linear-Gaussian), ``'lowrank'`` (rank 1), ``'lowrank_auto'`` (rank learned
+    up to 5 by a shrinkage prior; read it with :func:`effective_rank`), the
+    parametric families ``'gaussian'``,
     ``'moffat'``, ``'airy'``, ``'power_law'``, and each family with a smooth
     nonparametric residual, e.g. ``'gaussian+residual'``.
 
@@ -65,6 +67,8 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
         if prior in _SMOOTH:
             order, boundary = _SMOOTH[prior]
             return SmoothPrior(kernel_shape, order=order, boundary=boundary)
+        if prior == "radial1":
+            return RadialPrior(kernel_shape, order=1, name="radial1")
         if prior == "lowrank":
             return LowRankPrior(kernel_shape)
         if prior == "lowrank_auto":
@@ -77,7 +81,15 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
             return ParametricPrior(kernel_shape, family=family, residual=True)
         if prior not in _NAMED:
             names = sorted(
-                [*_NAMED, *_SMOOTH, "lowrank", "lowrank_auto", *FAMILIES, "<family>+residual"]
+                [
+                    *_NAMED,
+                    *_SMOOTH,
+                    "radial1",
+                    "lowrank",
+                    "lowrank_auto",
+                    *FAMILIES,
+                    "<family>+residual",
+                ]
             )
             raise ValueError(
                 f"prior must be one of {names} or a KernelPrior instance, got {prior!r}"
