@@ -266,23 +266,49 @@ def decompose(
         if gram is None:
             gram = _gram(lambda e: whitened.transpose(whitened.apply(e)), p, dtype)
         eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
-        eigenvalues = np.clip(eigenvalues, 0.0, None)
         latent_projection = basis.T @ np.asarray(whitened.transpose(jnp.asarray(data)))
-        # d_j = c_j / sqrt(g_j); directions with g ~ 0 carry no data.
-        tiny = eigenvalues <= eigenvalues.max() * 1e-12
-        projection_sq = np.where(tiny, 0.0, latent_projection**2 / np.where(tiny, 1, eigenvalues))
-        # Residual of the least-squares fit, computed directly (no cancellation).
-        coeff = basis @ np.where(tiny, 0.0, latent_projection / np.where(tiny, 1, eigenvalues))
-        residual = data - np.asarray(whitened.apply(jnp.asarray(coeff)))
-        return Spectrum(
-            eigenvalues, projection_sq, float(residual @ residual), basis,
-            latent_projection, "kernel", n,
+        return kernel_space_spectrum(
+            eigenvalues, basis, latent_projection, data,
+            lambda coeff: np.asarray(whitened.apply(jnp.asarray(coeff))), np,
         )  # fmt: skip
     gram = _gram(lambda e: whitened.apply(whitened.transpose(e)), n, dtype)
     eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     projection = basis.T @ data
     return Spectrum(eigenvalues, projection**2, 0.0, basis, None, "data", n)
+
+
+def kernel_space_spectrum(eigenvalues, basis, latent_projection, data, apply, xp=jnp) -> Spectrum:
+    """The kernel-space :class:`Spectrum` from the eigendecomposition of ``W^T W``.
+
+    Shared by :func:`decompose` (NumPy, ``xp=np``) and the vmapped tile route
+    (traceable, ``xp=jax.numpy``).
+
+    Parameters
+    ----------
+    eigenvalues, basis : arrays
+        ``W^T W = basis diag(eigenvalues) basis^T``.
+    latent_projection : (p,) array
+        ``basis^T W^T B``.
+    data : (n,) array
+        ``B``, flattened.
+    apply : callable
+        ``coeff -> W coeff``.
+    xp : module
+        ``numpy`` or ``jax.numpy``.
+    """
+    eigenvalues = xp.clip(eigenvalues, 0.0, None)
+    # d_j = c_j / sqrt(g_j); directions with g ~ 0 carry no data.
+    tiny = eigenvalues <= eigenvalues.max() * 1e-12
+    safe = xp.where(tiny, 1.0, eigenvalues)
+    projection_sq = xp.where(tiny, 0.0, latent_projection**2 / safe)
+    # Residual of the least-squares fit, computed directly (no cancellation).
+    residual = data - apply(basis @ xp.where(tiny, 0.0, latent_projection / safe))
+    energy = residual @ residual
+    return Spectrum(
+        eigenvalues, projection_sq, float(energy) if xp is np else energy, basis,
+        latent_projection, "kernel", int(data.size),
+    )  # fmt: skip
 
 
 def log_marginal_likelihood(spectrum: Spectrum, noise_sigma, kernel_scale):

@@ -92,31 +92,21 @@ def grid_draws(
         return None
     axes = vectors / np.sqrt(eigenvalues)  # columns: one Laplace sd along each axis
 
-    points = GRID_POINTS[dim]
     half_width = HALF_WIDTH
     for _ in range(4):
-        centres = np.linspace(-half_width, half_width, points)
-        width = centres[1] - centres[0]
-        mesh = np.stack(np.meshgrid(*([centres] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
+        mesh, width = grid_mesh(dim, half_width)
         log_density = -np.asarray(
             _batched_potential(static, model_args, jnp.asarray(mode + mesh @ axes.T)), dtype=float
         )
-        log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
-        weights = np.exp(log_density - log_density.max())
-        weights /= weights.sum()
-        on_edge = np.any(np.abs(mesh) >= half_width - 0.5 * width, axis=1)
-        if weights[on_edge].sum() < EDGE_MASS:
+        weights = grid_weights(log_density, mesh, half_width, width)
+        if weights is not None:
             break
         half_width *= 2.0  # heavy tails or a skewed posterior: look further out
     else:
         return None
 
     total = num_chains * num_samples
-    # NumPy's generator, seeded from the JAX key: same seed, same draws.
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(draw_key)).ravel().tolist())
-    cells = rng.choice(weights.size, size=total, p=weights)
-    jitter = rng.uniform(-0.5, 0.5, (total, dim))
-    unconstrained = mode + (mesh[cells] + width * jitter) @ axes.T
+    unconstrained = grid_sample(weights, mesh, width, mode, axes, draw_key, total)
     constrained = _constrain(static, model_args, jnp.asarray(unconstrained))
     draws = {
         name: np.asarray(value).reshape((num_chains, num_samples) + np.shape(value)[1:])
@@ -134,12 +124,42 @@ def grid_draws(
         + np.linalg.slogdet(axes)[1]
     )
     draws["_grid"] = {
-        "grid_points": points**dim,
+        "grid_points": GRID_POINTS[dim] ** dim,
         "grid_half_width_sd": half_width,
         "grid_cell_sd": float(width),
         "log_evidence": float(log_evidence),
     }
     return draws
+
+
+def grid_mesh(dim: int, half_width: float) -> tuple[np.ndarray, float]:
+    """Cell centres ``(GRID_POINTS[dim] ** dim, dim)`` in Laplace sd units, and the cell width."""
+    centres = np.linspace(-half_width, half_width, GRID_POINTS[dim])
+    mesh = np.stack(np.meshgrid(*([centres] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
+    return mesh, float(centres[1] - centres[0])
+
+
+def grid_weights(
+    log_density: np.ndarray, mesh: np.ndarray, half_width: float, width: float
+) -> np.ndarray | None:
+    """Cell probabilities from the log density, or None if the grid's edge holds mass."""
+    log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
+    weights = np.exp(log_density - log_density.max())
+    weights /= weights.sum()
+    on_edge = np.any(np.abs(mesh) >= half_width - 0.5 * width, axis=1)
+    return weights if weights[on_edge].sum() < EDGE_MASS else None
+
+
+def grid_sample(
+    weights: np.ndarray, mesh: np.ndarray, width: float, mode: np.ndarray, axes: np.ndarray,
+    draw_key: jax.Array, total: int,
+) -> np.ndarray:  # fmt: skip
+    """``total`` unconstrained draws: cells by weight, each placed uniformly in its cell."""
+    # NumPy's generator, seeded from the JAX key: same seed, same draws.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(draw_key)).ravel().tolist())
+    cells = rng.choice(weights.size, size=total, p=weights)
+    jitter = rng.uniform(-0.5, 0.5, (total, mesh.shape[1]))
+    return mode + (mesh[cells] + width * jitter) @ axes.T
 
 
 # Module-level programs keyed by the static (model, keyword arguments, sites):

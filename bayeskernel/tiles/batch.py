@@ -49,12 +49,12 @@ from bayeskernel.infer._static import Static
 from bayeskernel.infer.collapsed import DENSE_AUTO_LIMIT, draw_layout
 from bayeskernel.infer.exact import (
     DENSE_LIMIT,
-    Spectrum,
     conditional_draws,
+    kernel_space_spectrum,
     log_marginal_likelihood,
     whitened_operator,
 )
-from bayeskernel.infer.grid import EDGE_MASS, GRID_POINTS, HALF_WIDTH
+from bayeskernel.infer.grid import HALF_WIDTH, grid_mesh, grid_sample, grid_weights
 from bayeskernel.model import (
     HyperScales,
     check_hyper_scales,
@@ -180,15 +180,9 @@ def _spectrum(prior: LinearGaussianPrior, kernel_shape, window, observed):
     # convolution is slow once vmapped over images), and W^T W, W^T B follow.
     columns = whitened.apply(jnp.eye(whitened.num_latent, dtype=data.dtype))
     eigenvalues, basis = jnp.linalg.eigh(columns @ columns.T)
-    eigenvalues = jnp.clip(eigenvalues, 0.0, None)
     projection = basis.T @ (columns @ data)
-    # As decompose: directions with g ~ 0 carry no data; residual computed directly.
-    tiny = eigenvalues <= eigenvalues.max() * 1e-12
-    safe = jnp.where(tiny, 1.0, eigenvalues)
-    projection_sq = jnp.where(tiny, 0.0, projection**2 / safe)
-    residual = data - (basis @ jnp.where(tiny, 0.0, projection / safe)) @ columns
-    spectrum = Spectrum(
-        eigenvalues, projection_sq, residual @ residual, basis, projection, "kernel", data.size
+    spectrum = kernel_space_spectrum(
+        eigenvalues, basis, projection, data, lambda coeff: coeff @ columns
     )
     return whitened, spectrum
 
@@ -379,29 +373,6 @@ def _padded_size(key, count: int) -> int:
     return size
 
 
-def _grid_draws_host(log_density, mode, axes, draw_key, total):
-    """The grid sampler's cell choice for one tile (NumPy, as ``grid_draws``), or None."""
-    points = GRID_POINTS[2]
-    centres = np.linspace(-HALF_WIDTH, HALF_WIDTH, points)
-    width = centres[1] - centres[0]
-    mesh = np.stack(np.meshgrid(centres, centres, indexing="ij"), axis=-1).reshape(-1, 2)
-    log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
-    weights = np.exp(log_density - log_density.max())
-    weights /= weights.sum()
-    on_edge = np.any(np.abs(mesh) >= HALF_WIDTH - 0.5 * width, axis=1)
-    if not weights[on_edge].sum() < EDGE_MASS:
-        return None  # the separate fit widens its grid; leave such tiles to it
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(draw_key)).ravel().tolist())
-    cells = rng.choice(weights.size, size=total, p=weights)
-    jitter = rng.uniform(-0.5, 0.5, (total, 2))
-    return mode + (mesh[cells] + width * jitter) @ axes.T
-
-
-def _grid_mesh() -> np.ndarray:
-    centres = np.linspace(-HALF_WIDTH, HALF_WIDTH, GRID_POINTS[2])
-    return np.stack(np.meshgrid(centres, centres, indexing="ij"), axis=-1).reshape(-1, 2)
-
-
 def _fit_group(plan: _Plan, tasks: list, scales: list[HyperScales]) -> list[dict | None]:
     """Fit one group; per tile a dict of draws and facts, or None (fit it separately)."""
     count = len(tasks)
@@ -451,7 +422,7 @@ def _fit_group(plan: _Plan, tasks: list, scales: list[HyperScales]) -> list[dict
     )
     modes, hessians, converged = np.asarray(modes), np.asarray(hessians), np.asarray(converged)
     draw_keys = np.asarray(draw_keys)
-    mesh = _grid_mesh()
+    mesh, width = grid_mesh(2, HALF_WIDTH)
     axes = np.zeros((size, 2, 2))
     usable = converged.copy()
     for t in range(size):
@@ -467,11 +438,15 @@ def _fit_group(plan: _Plan, tasks: list, scales: list[HyperScales]) -> list[dict
     unconstrained = np.zeros((size, total, 2))
     for t in range(count):
         if usable[t]:
-            draws = _grid_draws_host(log_density[t], modes[t], axes[t], draw_keys[t], total)
-            if draws is None:
+            # As the grid sampler; a tile whose grid edge holds mass is left to
+            # the separate fit, which widens its grid.
+            weights = grid_weights(log_density[t], mesh, HALF_WIDTH, width)
+            if weights is None:
                 usable[t] = False
             else:
-                unconstrained[t] = draws
+                unconstrained[t] = grid_sample(
+                    weights, mesh, width, modes[t], axes[t], draw_keys[t], total
+                )
     kernels, sigma, scale = jax.device_get(
         _exact_draws(
             plan, windows, observed, spectra, scale_array, jnp.asarray(unconstrained), rng_keys
