@@ -80,11 +80,15 @@ def fit(
         ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``,
         ``'lowrank_auto'`` (rank learned);
         or an instance. A sequence of linear-Gaussian priors, or ``'auto'``
-        (``'smooth'``, ``'smooth2'``, ``'radial'``, ``'radial1'``), computes
-        each one's marginal likelihood ``p(B)`` with the exact route and returns
-        the full fit of the highest (Bayesian model selection; all values in
-        ``diagnostics['prior_evidence']``). It costs each candidate's
-        decomposition and hyperparameter grid, not its kernel draws.
+        (``'smooth'``, ``'smooth2'``, ``'radial'``, ``'radial1'``), averages
+        over them (Bayesian model averaging, equal prior odds,
+        :mod:`bayeskernel.averaging`): each is weighted by its exact marginal
+        likelihood ``p(B)``, and the draws come from each in proportion. When
+        one candidate holds all the weight (the usual case) the result is its
+        own fit; else ``prior`` reads e.g. ``'average(radial 0.806,
+        radial1 0.194)'``. ``diagnostics`` has ``prior_evidence``, ``prior_weights`` and
+        ``prior_draws``. It costs each candidate's decomposition and
+        hyperparameter grid, and draws only from candidates with weight.
     method : {'auto', 'exact', 'map', 'nuts', 'svi'}
         ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``
         otherwise. ``'exact'``: hyperparameters by NUTS on their marginal
@@ -260,16 +264,9 @@ def fit(
 
 
 def _fit_by_evidence(candidates, arguments: dict) -> KernelPosterior:
-    """Return the full fit of the candidate prior of highest log evidence ``log p(B)``.
+    """Check that the evidence can be computed, then average over the candidates."""
+    from bayeskernel.averaging import fit_model_average
 
-    The evidence comes from the exact route's hyperparameter grid (the same
-    hyperprior scales for every candidate: they depend on the data only), so
-    the comparison is Bayesian model selection with equal prior odds. It does
-    not depend on the kernel draws, so each candidate is scored with one draw
-    and only the winner is fitted with the requested number; the same seed
-    gives the winner the same evidence (and, with the Krylov solver, the same
-    probes).
-    """
     if len(candidates) == 0:
         raise ValueError("prior is an empty sequence: give at least one prior")
     if arguments["method"] not in ("auto", "exact"):
@@ -285,26 +282,12 @@ def _fit_by_evidence(candidates, arguments: dict) -> KernelPosterior:
             "hyperparameters (hyper_sampler='auto' or 'grid', noise_sigma and "
             "kernel_scale not both fixed)"
         )
-    arguments = {**arguments, "method": "exact"}
-    best, evidence = None, {}
     for candidate in candidates:
-        if isinstance(candidate, (list, tuple)) or candidate == "auto":
+        if isinstance(candidate, (list, tuple)) or (
+            isinstance(candidate, str) and candidate == "auto"
+        ):
             raise ValueError(f"prior candidates must be names or priors, got {candidate!r}")
-        # The winner's refit below gives its warnings; a one-draw fit's are noise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scored = fit(**{**arguments, "prior": candidate, "num_samples": 1, "num_chains": 1})
-        value = scored.diagnostics.get("log_evidence")
-        if value is None:
-            raise ValueError(f"prior {scored.prior!r} gave no log evidence")
-        if scored.prior in evidence:
-            raise ValueError(f"two prior candidates are both named {scored.prior!r}")
-        evidence[scored.prior] = float(value)
-        if best is None or value > evidence[best[0]]:
-            best = (scored.prior, candidate)
-    posterior = fit(**{**arguments, "prior": best[1]})
-    posterior.diagnostics["prior_evidence"] = evidence
-    return posterior
+    return fit_model_average(fit, candidates, {**arguments, "method": "exact"})
 
 
 def _warn_not_binary(images: list[np.ndarray]) -> None:

@@ -569,7 +569,7 @@ def replicate_summary(rows: list, summary: list, replicates: list):
         best = Counter(row[1] for _, row in sets if row[1] is not None)
         best_text = ", ".join(f"{name} {times}/{len(sets)}" for name, times in best.most_common())
         lacking = [info for info, _ in sets if info["label"] not in ran_cuqi]
-        if len(lacking) < len(sets):  # CUQIpy ran on some replicates only
+        if 0 < len(lacking) < len(sets):  # CUQIpy ran on some replicates only
             notes.append(f"{case}: no CUQIpy on seeds "
                          + ", ".join(str(i["seed"]) for i in lacking))  # fmt: skip
         for i, variant in enumerate(BK_SUMMARY):
