@@ -14,6 +14,7 @@ from bayeskernel._validation import check_fit_inputs
 from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.forward import make_operator
 from bayeskernel.infer.collapsed import HYPER_SAMPLERS, SOLVERS
+from bayeskernel.infer.common import prng_key
 from bayeskernel.model import HyperScales, check_hyper_scales, default_hyper_scales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
@@ -87,8 +88,10 @@ def fit(
         one candidate holds all the weight (the usual case) the result is its
         own fit; else ``prior`` reads e.g. ``'average(radial 0.806,
         radial1 0.194)'``. ``diagnostics`` has ``prior_evidence``, ``prior_weights`` and
-        ``prior_draws``. It costs each candidate's decomposition and
-        hyperparameter grid, and draws only from candidates with weight.
+        ``prior_draws``; its ``log_evidence`` is the average's, ``log mean_m
+        p(B | m)``. It costs each candidate's decomposition and
+        hyperparameter grid (a one-draw fit), and then a fit of each candidate
+        with draws for its share of them.
     method : {'auto', 'exact', 'map', 'nuts', 'svi'}
         ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``
         otherwise. ``'exact'``: hyperparameters by NUTS on their marginal
@@ -156,12 +159,6 @@ def fit(
     arguments = dict(locals())
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):
-        return _fit_by_evidence(AUTO_PRIORS if prior == "auto" else prior, arguments)
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if hyper_sampler not in HYPER_SAMPLERS:
-        raise ValueError(f"hyper_sampler must be one of {HYPER_SAMPLERS}, got {hyper_sampler!r}")
     for name, value in (
         ("num_samples", num_samples),
         ("num_chains", num_chains),
@@ -169,6 +166,12 @@ def fit(
     ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):
+        return _fit_by_evidence(AUTO_PRIORS if prior == "auto" else prior, arguments)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if hyper_sampler not in HYPER_SAMPLERS:
+        raise ValueError(f"hyper_sampler must be one of {HYPER_SAMPLERS}, got {hyper_sampler!r}")
     for name, value in (("noise_sigma", noise_sigma), ("kernel_scale", kernel_scale)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
@@ -210,7 +213,7 @@ def fit(
         centered = num_observed >= getattr(prior, "num_latent", 0)
 
     with jax.enable_x64(True):
-        rng_key = jax.random.PRNGKey(seed) if np.ndim(seed) == 0 else jnp.asarray(seed)
+        rng_key = prng_key(seed)
         operators = tuple(make_operator(a, kernel_shape, mode) for a, *_ in pairs)
         datas = tuple(jnp.asarray(b) for _, b, _, _ in pairs)
         masks = tuple(None if m is None else jnp.asarray(m) for *_, m in pairs)

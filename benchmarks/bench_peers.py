@@ -411,7 +411,8 @@ def main() -> None:
     parser.add_argument(
         "--combine",
         nargs="*",
-        help="print and write the tables of saved --results files; run nothing",
+        help="print and write the tables of saved --results files; run nothing (files must "
+        "not hold the same data set twice: a later row replaces an earlier one)",
     )
     args = parser.parse_args()
     if args.seeds < 1:

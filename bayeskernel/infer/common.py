@@ -8,7 +8,21 @@ import numpy as np
 
 from bayeskernel.priors import LinearGaussianPrior
 
-__all__ = ["assemble_draws", "constant_draws", "kernels_from_sites", "latent_to_kernels"]
+__all__ = [
+    "assemble_draws",
+    "constant_draws",
+    "kernels_from_sites",
+    "latent_to_kernels",
+    "prng_key",
+]
+
+
+def prng_key(seed) -> jax.Array:
+    """``fit``'s random key: from an int seed (built with 64-bit integers, so seeds
+    of 2**32 and more stay distinct) or a given JAX key."""
+    with jax.enable_x64(True):
+        return jax.random.PRNGKey(seed) if np.ndim(seed) == 0 else jnp.asarray(seed)
+
 
 # Kernels are made from latent draws in batches of this many to bound memory.
 _BATCH = 64

@@ -68,7 +68,7 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
             order, boundary = _SMOOTH[prior]
             return SmoothPrior(kernel_shape, order=order, boundary=boundary)
         if prior == "radial1":
-            return RadialPrior(kernel_shape, order=1, name="radial1")
+            return RadialPrior(kernel_shape, order=1)
         if prior == "lowrank":
             return LowRankPrior(kernel_shape)
         if prior == "lowrank_auto":

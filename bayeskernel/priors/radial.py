@@ -78,7 +78,8 @@ class RadialPrior(LinearGaussianPrior):
         ``1`` (``'radial1'``) profiles with steps (disks); ``prior='auto'``
         lets the marginal likelihood choose.
     free_centre : bool
-    name : str
+    name : str, optional
+        Default ``'radial'`` for ``order=2``, ``'radial1'`` for ``order=1``.
     """
 
     kernel_shape: tuple[int, int]
@@ -91,11 +92,13 @@ class RadialPrior(LinearGaussianPrior):
     growth: float = 0.03
     order: int = 2
     free_centre: bool = True
-    name: str = "radial"
+    name: str | None = None  # 'radial' (order 2) or 'radial1' (order 1)
 
     def __post_init__(self):
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {self.order!r}")
+        if self.name is None:
+            object.__setattr__(self, "name", "radial" if self.order == 2 else "radial1")
         if not self.growth > 0:
             raise ValueError(f"growth must be positive, got {self.growth!r}")
         h, w = self.kernel_shape

@@ -25,8 +25,10 @@ import numpy as np
 
 __all__ = ["StoreMismatchError", "TileStore", "fingerprint"]
 
-# Bumped when the layout or the meaning of a tile file changes.
-STORE_FORMAT = "bayeskernel-tiles-1"
+# Bumped when the layout or the meaning of a tile file changes. 2: prior names
+# mean other priors since session 4 ('radial' has knots out to 16 px, 'auto'
+# averages), so a store begun before must not be resumed with new tiles.
+STORE_FORMAT = "bayeskernel-tiles-2"
 _TILE_NAME = re.compile(r"^tile_(\d+)_(\d+)\.nc$")
 
 
