@@ -286,7 +286,9 @@ def plot_ranks(blocks: list[dict], path: str) -> None:
             ax.hist(ranks, bins=bins, range=(0, NUM_RANK_DRAWS + 1), color="C0", zorder=1)
     for ax in axes[-1]:
         ax.set_xlabel("rank of truth (0-99)", fontsize=8)
-    fig.suptitle("SBC rank histograms, 16x16 image, 5x5 kernel, 'smooth' prior "
+    priors = sorted({"prior drawn from prior='auto''s candidates" if b["scheme"] ==
+                     "model-average" else "'smooth' prior" for b in blocks})  # fmt: skip
+    fig.suptitle(f"SBC rank histograms, 16x16 image, 5x5 kernel, {'; '.join(priors)} "
                  "(grey: 99% band for uniform ranks)", fontsize=10)  # fmt: skip
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
