@@ -204,6 +204,10 @@ def read_array(
 _DIAGNOSTICS_ATTR = "bayeskernel_diagnostics"
 
 
+def _plain(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
 def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     """Write a posterior to NetCDF (ArviZ ``InferenceData.to_netcdf``).
 
@@ -223,8 +227,8 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     plain = {
         k: v
         for k, v in posterior.diagnostics.items()
-        if isinstance(v, (int, float, str, bool)) or v is None
-    }
+        if _plain(v) or (isinstance(v, dict) and all(map(_plain, v.values())))
+    }  # flat dicts too: prior='auto''s prior_evidence, prior_weights, prior_draws
     # The posterior group carries what load() needs to rebuild the object.
     idata.posterior.attrs.update(
         method=posterior.method,

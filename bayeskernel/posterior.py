@@ -195,6 +195,10 @@ class KernelPosterior:
             "divergences": divergences,
             "convergence": self.convergence(),
             "diagnostics": {k: v for k, v in self.diagnostics.items() if _is_plain(v)},
+            # prior='auto': the posterior probability of each candidate prior.
+            "prior_weights": {
+                k: float(v) for k, v in self.diagnostics.get("prior_weights", {}).items()
+            },
             "warnings": diagnose(self),
         }
 
@@ -220,6 +224,9 @@ class KernelPosterior:
             f"  kernel scale     {s['kernel_scale_mean']:.4g}",
             f"  mean 95% width   {s['mean_interval_width']:.4g}",
         ]
+        if s["prior_weights"]:
+            ranked = sorted(s["prior_weights"].items(), key=lambda item: -item[1])
+            lines.append("  prior weights    " + ", ".join(f"{name} {w:.3g}" for name, w in ranked))
         for name, values in s["convergence"].items():
             lines.append(f"  {name:<16} r_hat {values['r_hat']:.3f}, ESS {values['ess']:.0f}")
         if s["divergences"]:

@@ -216,6 +216,7 @@ def test_prior_auto_averages_close_candidates_as_a_mixture():
     assert_moments_match(post.kernel_draws, means, sd, ess=800, z=4.5)
     # Solver facts stay with each component; same seed, same mixture.
     assert "solver" not in post.diagnostics
+    assert "prior weights    radial1 0.6" in str(post)
     assert set(post.diagnostics["components"]) == {"radial", "radial1"}
     again = bk.fit(disk.A, disk.B, (5, 5), prior="auto", num_samples=400, progress_bar=False)
     np.testing.assert_array_equal(again.kernel_draws, post.kernel_draws)

@@ -164,6 +164,18 @@ def test_netcdf_round_trip_keeps_means_intervals_and_data(posterior, tmp_path):
     )
 
 
+def test_round_trip_keeps_the_prior_weights_of_a_model_average(tmp_path):
+    case = bk.simulate((24, 24), "disk", (5, 5), noise_sigma=0.1, seed=0)
+    post = bk.fit(case.A, case.B, (5, 5), prior=["radial", "radial1"], num_samples=20,
+                  progress_bar=False)  # fmt: skip
+    loaded = bk.load(save(post, tmp_path / "average.nc"))
+    assert loaded.prior == post.prior and loaded.prior.startswith("average(")
+    for name in ("prior_evidence", "prior_weights", "prior_draws"):
+        assert loaded.diagnostics[name] == post.diagnostics[name]
+    assert "components" not in loaded.diagnostics  # nested: not kept
+    assert str(loaded) == str(post)
+
+
 def test_round_trip_keeps_chains_and_sample_stats(tmp_path, rng):
     diverging = np.zeros((2, 10), dtype=bool)
     diverging[1, 3] = True
