@@ -136,9 +136,10 @@ def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any
     parser.add_argument(
         "--prior", default=defaults["prior"],
         help="kernel prior: 'smooth' (neighbouring entries alike, zero beyond the window), "
-        "'smooth2' (smoother), 'smooth_reflect', 'auto' (the best of smooth, smooth2 and "
-        "radial by marginal likelihood), "
-        "'iid' (independent entries), 'radial' (a function of the distance to the centre); "
+        "'smooth2' (smoother), 'smooth_reflect', 'auto' (smooth, smooth2, radial and radial1 "
+        "averaged with weights by marginal likelihood), "
+        "'iid' (independent entries), 'radial' (a function of the distance to the centre), "
+        "'radial1' (the same, for profiles with steps such as a disk); "
         "parametric 'gaussian', 'moffat', 'airy', 'power_law', 'lowrank' and 'lowrank_auto' "
         "(rank learned) use NUTS",
     )  # fmt: skip
