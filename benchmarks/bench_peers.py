@@ -25,8 +25,8 @@ shape; none is told the noise sd. Methods:
 * bayeskernel: ``bk-smooth`` (the default prior, zero boundary since session 3;
   ``method='exact'``, or ``'map'`` on the 199x199 case), ``bk-smooth-reflect``
   (the reflecting boundary, the default of sessions 1-2), optionally
-  ``bk-smooth2``; ``bk-auto`` (``prior='auto'``: the best of ``smooth``,
-  ``smooth2``, ``radial`` and ``radial1`` by the exact marginal likelihood,
+  ``bk-smooth2``; ``bk-auto`` (``prior='auto'``: ``smooth``, ``smooth2``,
+  ``radial`` and ``radial1`` averaged with weights by the exact marginal likelihood,
   ``method='exact'`` everywhere), ``bk-radial`` and optionally ``bk-radial1``
   (``prior='radial'``, ``'radial1'``, ``method='exact'``) on radially symmetric
   kernels; ``--bk`` picks which. Each run's log evidence (``log p(B)``, from the
@@ -348,7 +348,7 @@ BK_VARIANTS = {
     "smooth": (lambda shape: "smooth", lambda case: True),  # default: zero boundary
     "smooth-reflect": (lambda shape: "smooth_reflect", lambda case: True),  # sessions 1-2
     "smooth2": (lambda shape: "smooth2", lambda case: True),
-    "auto": (lambda shape: "auto", lambda case: True),  # best of api.AUTO_PRIORS by p(B)
+    "auto": (lambda shape: "auto", lambda case: True),  # api.AUTO_PRIORS averaged by p(B)
     "radial": (lambda shape: "radial", lambda case: case["family"] in RADIAL_FAMILIES),
     "radial1": (lambda shape: "radial1", lambda case: case["family"] in RADIAL_FAMILIES),
 }
