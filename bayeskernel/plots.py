@@ -37,6 +37,7 @@ __all__ = [
     "plot_kernel",
     "plot_pair",
     "plot_predictive_check",
+    "plot_prior_weights",
     "plot_radial_profile",
     "plot_rank",
     "plot_report",
@@ -483,7 +484,55 @@ def plot_pair(
 
 # --- everything at once -------------------------------------------------------------
 
+
 #: Names of the report's figures, in order (also the PNG file names).
+def plot_prior_weights(posterior: KernelPosterior) -> Figure:
+    """``prior='auto'``: each candidate prior's log evidence and posterior weight.
+
+    Bars: ``log p(B | prior)`` relative to the best candidate (log Bayes factors,
+    in nats; a difference of 3 is odds of 20 to 1), each labelled with its
+    weight in the model average and how many of the draws came from it.
+    """
+    evidence = posterior.diagnostics.get("prior_evidence")
+    if not evidence:
+        raise ValueError(
+            "plot_prior_weights needs a fit with prior='auto' or a list of priors "
+            f"(diagnostics['prior_evidence']); this one has prior={posterior.prior!r}"
+        )
+    weights = posterior.diagnostics.get("prior_weights", {})
+    draws = posterior.diagnostics.get("prior_draws", {})
+    names = sorted(evidence, key=evidence.get)  # best on top
+    best = max(evidence.values())
+    gaps = np.array([evidence[name] - best for name in names])
+    rows = np.arange(len(names))
+    fig = Figure(figsize=(8.0, 0.55 * len(names) + 1.7))
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": (3, 2)})
+    colours = ["C0" if gap == 0 else "0.6" for gap in gaps]
+    left.barh(rows, gaps, color=colours)
+    # Huge gaps (a motion streak under a radial prior: -1,280 nats) would flatten
+    # the close calls that matter: the axis is logarithmic beyond 10 nats.
+    left.set_xscale("symlog", linthresh=10.0)
+    left.set_xlim(min(-30.0, 2.0 * gaps.min()), 1.0)
+    left.axvline(0.0, color="k", lw=0.8)
+    left.set_yticks(rows, names)
+    left.set_xlabel("log p(B | prior) - best (nats)")
+    left.set_title("log evidence (3 nats: odds 20 to 1)", fontsize=9)
+    shares = np.array([weights.get(name, np.nan) for name in names])
+    right.barh(rows, shares, color=colours)
+    right.set_xlim(0.0, 1.6)  # room for the labels after the bars
+    right.set_xticks([0.0, 0.5, 1.0])
+    right.set_xlabel("posterior probability of the prior")
+    right.set_title("weight in the average", fontsize=9)
+    for row, name, share in zip(rows, names, shares, strict=True):
+        right.annotate(
+            f"{share:.3g} ({draws.get(name, 0)} draws)", (share, row),
+            xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
+        )  # fmt: skip
+    fig.suptitle(f"prior='auto': {posterior.prior}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 REPORT_FIGURES = (
     "kernel", "radial_profile", "residuals", "predictive_check", "trace", "rank", "pair",
 )  # fmt: skip
@@ -504,6 +553,8 @@ def _report_makers(
     if posterior.image is None or posterior.observed is None:
         # A posterior without its data (built by hand) has no residuals.
         del makers["residuals"], makers["predictive_check"]
+    if posterior.diagnostics.get("prior_evidence"):  # prior='auto' or a list
+        makers["prior_weights"] = lambda: plot_prior_weights(posterior)
     return makers
 
 
@@ -523,7 +574,8 @@ def plot_report(
     posterior : KernelPosterior
     path : str or path-like
         A folder (created if needed) that receives ``<name>.png`` for each name
-        in :data:`REPORT_FIGURES`; or a file ending in ``.pdf``, one page each.
+        in :data:`REPORT_FIGURES` (and ``prior_weights.png`` for a fit with
+        ``prior='auto'``); or a file ending in ``.pdf``, one page each.
     true_kernel : (P, Q) ndarray, optional
         Drawn beside the estimate where it helps.
     prob : float

@@ -130,6 +130,25 @@ def test_report_to_a_folder_writes_every_figure(exact_posterior, case, tmp_path)
     assert plt.get_fignums() == []
 
 
+def test_prior_weights_plot_for_a_model_average(tmp_path):
+    disk = bk.simulate((24, 24), "disk", (5, 5), noise_sigma=0.1, seed=0)
+    post = bk.fit(disk.A, disk.B, (5, 5), prior=["radial", "radial1", "smooth"],
+                  num_samples=20, progress_bar=False)  # fmt: skip
+    fig = plots.plot_prior_weights(post)
+    left, right = fig.axes
+    # Best on top; bar lengths are the evidence gaps and the weights.
+    assert [t.get_text() for t in left.get_yticklabels()] == ["smooth", "radial", "radial1"]
+    weights = post.diagnostics["prior_weights"]
+    widths = [bar.get_width() for bar in right.patches]
+    np.testing.assert_allclose(widths, [weights[n] for n in ("smooth", "radial", "radial1")])
+    _assert_writes_png(fig, tmp_path / "weights.png")
+    written = post.plot_report(tmp_path / "report")
+    assert (tmp_path / "report" / "prior_weights.png") in written
+    with pytest.raises(ValueError, match="needs a fit with prior='auto'"):
+        plots.plot_prior_weights(bk.fit(disk.A, disk.B, (5, 5), method="map", num_samples=5,
+                                        progress_bar=False))  # fmt: skip
+
+
 def test_report_to_pdf_has_one_page_per_figure(map_posterior, tmp_path):
     (path,) = map_posterior.plot_report(tmp_path / "report.pdf")
     data = path.read_bytes()
