@@ -31,7 +31,7 @@ class NotBinaryWarning(UserWarning):
 
 
 METHODS = ("auto", "exact", "map", "nuts", "svi")
-# prior="auto": candidates chosen between by the exact marginal likelihood.
+# prior="auto": candidates averaged over, weighted by the exact marginal likelihood.
 AUTO_PRIORS = ("smooth", "smooth2", "radial", "radial1")
 
 
@@ -94,8 +94,9 @@ def fit(
         with draws for its share of them.
     method : {'auto', 'exact', 'map', 'nuts', 'svi'}
         ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``
-        otherwise. ``'exact'``: hyperparameters by NUTS on their marginal
-        posterior, kernel draws from the exact Gaussian conditional. ``'map'``:
+        otherwise. ``'exact'``: hyperparameters drawn from their collapsed
+        posterior by grid quadrature (independent draws; ``hyper_sampler='nuts'``
+        for NUTS), kernel draws from the exact Gaussian conditional. ``'map'``:
         hyperparameters by type-II maximum likelihood, then exact draws.
         ``'nuts'``: NUTS on the full model. ``'svi'``: low-rank Gaussian guide.
     mask : (H, W) bool array_like, optional
@@ -274,14 +275,14 @@ def _fit_by_evidence(candidates, arguments: dict) -> KernelPosterior:
         raise ValueError("prior is an empty sequence: give at least one prior")
     if arguments["method"] not in ("auto", "exact"):
         raise ValueError(
-            f"choosing the prior by evidence (prior='auto' or a sequence) needs "
+            f"averaging over priors by evidence (prior='auto' or a sequence) needs "
             f"method='exact' or 'auto', got {arguments['method']!r}"
         )
     if arguments["hyper_sampler"] == "nuts" or (
         arguments["noise_sigma"] is not None and arguments["kernel_scale"] is not None
     ):
         raise ValueError(
-            "choosing the prior by evidence needs the grid sampler over learned "
+            "averaging over priors by evidence needs the grid sampler over learned "
             "hyperparameters (hyper_sampler='auto' or 'grid', noise_sigma and "
             "kernel_scale not both fixed)"
         )

@@ -71,8 +71,9 @@ modes (how B is cropped, exactly as scipy.signal.convolve2d):
 
 methods:
   auto   'exact' for the Gaussian priors, 'nuts' for the others (default)
-  exact  NUTS on the noise sd and kernel scale with the kernel integrated out,
-         then exact kernel draws (for up to ~16,000 pixels or entries)
+  exact  noise sd and kernel scale drawn by grid quadrature with the kernel
+         integrated out, then exact kernel draws (dense solver up to 5,000
+         unknowns, matrix-free above)
   map    best noise sd and kernel scale, then exact draws: quickest, intervals
          ignore the hyperparameters' uncertainty
   nuts   NUTS on every kernel entry: a check of 'exact', slower
@@ -136,11 +137,12 @@ def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any
     parser.add_argument(
         "--prior", default=defaults["prior"],
         help="kernel prior: 'smooth' (neighbouring entries alike, zero beyond the window), "
-        "'smooth2' (smoother), 'smooth_reflect', 'auto' (smooth, smooth2, radial and radial1 "
-        "averaged with weights by marginal likelihood), "
+        "'smooth2' (smoother), 'smooth_reflect', 'smooth2_reflect', 'auto' (smooth, smooth2, "
+        "radial and radial1 averaged with weights by marginal likelihood), "
         "'iid' (independent entries), 'radial' (a function of the distance to the centre), "
         "'radial1' (the same, for profiles with steps such as a disk); "
-        "parametric 'gaussian', 'moffat', 'airy', 'power_law', 'lowrank' and 'lowrank_auto' "
+        "parametric 'gaussian', 'moffat', 'airy', 'power_law' (each also as "
+        "'<family>+residual'), 'lowrank' and 'lowrank_auto' "
         "(rank learned) use NUTS",
     )  # fmt: skip
     parser.add_argument(
@@ -158,7 +160,7 @@ def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any
     )  # fmt: skip
     parser.add_argument(
         "--warmup", type=_positive_int, default=defaults["samples"],
-        help="NUTS warm-up steps per chain (methods exact, nuts)",
+        help="NUTS warm-up steps per chain (method nuts)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same result")
     parser.add_argument(
@@ -189,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_fit_options(fit, defaults={"method": "auto", "samples": 500, "prior": "smooth"})
     fit.add_argument(
-        "--chains", type=_positive_int, default=2, help="NUTS chains (methods exact, nuts)"
+        "--chains",
+        type=_positive_int,
+        default=2,
+        help="chains (method nuts; the exact route's draws are split into as many)",
     )
     fit.add_argument("--key", help="array name inside .npz files (both A_FILE and B_FILE)")
     fit.add_argument(

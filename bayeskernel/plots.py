@@ -11,6 +11,7 @@ state, nothing to close, any backend. ArviZ draws into axes made that way too.
 :func:`plot_trace`         ArviZ trace plot of sigma, s and chosen entries
 :func:`plot_rank`          ArviZ rank plot of the same
 :func:`plot_pair`          ArviZ pair plot of the same
+:func:`plot_prior_weights`  ``prior='auto'``: each candidate's log evidence and weight
 :func:`plot_report`        all of them to PNG files or one multi-page PDF
 =========================  ===================================================
 """
@@ -482,10 +483,6 @@ def plot_pair(
     return fig
 
 
-# --- everything at once -------------------------------------------------------------
-
-
-#: Names of the report's figures, in order (also the PNG file names).
 def plot_prior_weights(posterior: KernelPosterior) -> Figure:
     """``prior='auto'``: each candidate prior's log evidence and posterior weight.
 
@@ -533,6 +530,10 @@ def plot_prior_weights(posterior: KernelPosterior) -> Figure:
     return fig
 
 
+# --- everything at once -------------------------------------------------------------
+
+
+#: Names of the report's figures, in order (also the PNG file names).
 REPORT_FIGURES = (
     "kernel", "radial_profile", "residuals", "predictive_check", "trace", "rank", "pair",
 )  # fmt: skip
@@ -575,7 +576,7 @@ def plot_report(
     path : str or path-like
         A folder (created if needed) that receives ``<name>.png`` for each name
         in :data:`REPORT_FIGURES` (and ``prior_weights.png`` for a fit with
-        ``prior='auto'``); or a file ending in ``.pdf``, one page each.
+        ``prior='auto'`` or a list of priors); or a file ending in ``.pdf``, one page each.
     true_kernel : (P, Q) ndarray, optional
         Drawn beside the estimate where it helps.
     prob : float

@@ -92,7 +92,8 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
                 ]
             )
             raise ValueError(
-                f"prior must be one of {names} or a KernelPrior instance, got {prior!r}"
+                f"prior must be one of {names} or a KernelPrior instance (fit also takes "
+                f"'auto' or a list of linear-Gaussian priors), got {prior!r}"
             )
         return _NAMED[prior](kernel_shape)
     if not isinstance(prior, KernelPrior):

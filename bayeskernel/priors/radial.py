@@ -85,9 +85,9 @@ class RadialPrior(LinearGaussianPrior):
     kernel_shape: tuple[int, int]
     centre: tuple[float, float] | None = None
     # Knots at every pixel distance out to 16 px (at most 97 of them) put a knot on
-    # each side of a sharp edge: a 21x21 disk's error falls from 0.085 to 0.026
-    # (docs/validation.md). On the motivating case the central error is flat
-    # (2.9-3.0%) over exact_radius 2..16 and growth 0.03..0.1 (docs/benchmarks.md).
+    # each side of a sharp edge: a 21x21 disk's error falls from 0.085 to 0.026.
+    # On the motivating case the central error stays at 3.0% (3.01% against 2.98%
+    # with 4 over 5 seeds). docs/benchmarks.md, session 4.
     exact_radius: float = 16.0
     growth: float = 0.03
     order: int = 2
