@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from scipy.special import logsumexp
 
-from bayeskernel.infer.common import prng_key
+from bayeskernel.infer.common import numpy_generator, prng_key
 from bayeskernel.posterior import KernelPosterior
 
 __all__ = ["fit_model_average", "mixture_label"]
@@ -90,7 +90,7 @@ def fit_model_average(
     key = prng_key(arguments["seed"])
     # A stream apart from the fits' own (they use the key itself).
     mix_key = jax.random.fold_in(key, 0x6D6978)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(mix_key)).ravel().tolist())
+    rng = numpy_generator(mix_key)
     chains, samples = arguments["num_chains"], arguments["num_samples"]
     counts = rng.multinomial(chains * samples, weights)
     drawn = [i for i in np.argsort(-weights, kind="stable") if counts[i] > 0]

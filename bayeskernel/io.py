@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayeskernel.posterior import KernelPosterior
+from bayeskernel.posterior import KernelPosterior, _is_plain
 
 __all__ = ["FORMATS", "InputError", "load", "read_array", "save"]
 
@@ -204,10 +204,6 @@ def read_array(
 _DIAGNOSTICS_ATTR = "bayeskernel_diagnostics"
 
 
-def _plain(value) -> bool:
-    return isinstance(value, (int, float, str, bool)) or value is None
-
-
 def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     """Write a posterior to NetCDF (ArviZ ``InferenceData.to_netcdf``).
 
@@ -227,7 +223,7 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     plain = {
         k: v
         for k, v in posterior.diagnostics.items()
-        if _plain(v) or (isinstance(v, dict) and all(map(_plain, v.values())))
+        if _is_plain(v) or (isinstance(v, dict) and all(map(_is_plain, v.values())))
     }  # flat dicts too: prior='auto''s prior_evidence, prior_weights, prior_draws
     # The posterior group carries what load() needs to rebuild the object.
     idata.posterior.attrs.update(

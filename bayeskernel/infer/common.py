@@ -13,6 +13,7 @@ __all__ = [
     "constant_draws",
     "kernels_from_sites",
     "latent_to_kernels",
+    "numpy_generator",
     "prng_key",
 ]
 
@@ -22,6 +23,11 @@ def prng_key(seed) -> jax.Array:
     of 2**32 and more stay distinct) or a given JAX key."""
     with jax.enable_x64(True):
         return jax.random.PRNGKey(seed) if np.ndim(seed) == 0 else jnp.asarray(seed)
+
+
+def numpy_generator(key: jax.Array) -> np.random.Generator:
+    """NumPy's generator seeded from a JAX key: same seed, same draws."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 # Kernels are made from latent draws in batches of this many to bound memory.

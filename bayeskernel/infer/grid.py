@@ -26,6 +26,8 @@ import numpy as np
 import scipy.optimize
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
+from bayeskernel.infer.common import numpy_generator
+
 __all__ = ["grid_draws"]
 
 MAX_DIM = 2
@@ -155,8 +157,7 @@ def grid_sample(
     draw_key: jax.Array, total: int,
 ) -> np.ndarray:  # fmt: skip
     """``total`` unconstrained draws: cells by weight, each placed uniformly in its cell."""
-    # NumPy's generator, seeded from the JAX key: same seed, same draws.
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(draw_key)).ravel().tolist())
+    rng = numpy_generator(draw_key)
     cells = rng.choice(weights.size, size=total, p=weights)
     jitter = rng.uniform(-0.5, 0.5, (total, mesh.shape[1]))
     return mode + (mesh[cells] + width * jitter) @ axes.T

@@ -9,6 +9,8 @@ your own are in :mod:`bayeskernel.priors.base`.
 
 from __future__ import annotations
 
+from functools import partial
+
 from bayeskernel.priors.base import KernelPrior, LinearGaussianPrior
 from bayeskernel.priors.constrained import ConstrainedPrior
 from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
@@ -35,7 +37,7 @@ __all__ = [
 # Largest rank that prior="lowrank_auto" lets the shrinkage prior use.
 AUTO_MAX_RANK = 5
 
-_NAMED = {"iid": IIDPrior, "radial": RadialPrior}
+_NAMED = {"iid": IIDPrior, "radial": RadialPrior, "radial1": partial(RadialPrior, order=1)}
 # name -> (order, boundary) of SmoothPrior.
 _SMOOTH = {
     "smooth": (1, "zero"),
@@ -67,8 +69,6 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
         if prior in _SMOOTH:
             order, boundary = _SMOOTH[prior]
             return SmoothPrior(kernel_shape, order=order, boundary=boundary)
-        if prior == "radial1":
-            return RadialPrior(kernel_shape, order=1)
         if prior == "lowrank":
             return LowRankPrior(kernel_shape)
         if prior == "lowrank_auto":
@@ -84,7 +84,6 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
                 [
                     *_NAMED,
                     *_SMOOTH,
-                    "radial1",
                     "lowrank",
                     "lowrank_auto",
                     *FAMILIES,
