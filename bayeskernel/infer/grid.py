@@ -18,6 +18,7 @@ definite curvature, return ``None`` and the caller falls back to NUTS.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -28,12 +29,63 @@ from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
 from bayeskernel.infer.common import numpy_generator
 
-__all__ = ["grid_draws"]
+__all__ = ["GridTable", "grid_draws", "grid_table"]
 
 MAX_DIM = 2
 GRID_POINTS = {1: 2048, 2: 160}  # per axis
 HALF_WIDTH = 10.0  # in Laplace standard deviations, widened while the edges hold mass
 EDGE_MASS = 1e-9
+
+
+@dataclass(frozen=True)
+class GridTable:
+    """The tabulated posterior of one or two parameters, and the model's evidence.
+
+    Attributes
+    ----------
+    static : tuple
+        The compile-time model, keyword arguments and site layout.
+    model_args : tuple
+        The model's array arguments.
+    weights : (G,) ndarray
+        Cell probabilities.
+    mesh : (G, dim) ndarray
+        Cell centres in Laplace standard deviations.
+    width : float
+        Cell width, in the same units.
+    mode : (dim,) ndarray
+        The posterior mode in unconstrained space.
+    axes : (dim, dim) ndarray
+        Columns: one Laplace standard deviation along each principal axis.
+    facts : dict
+        ``grid_points``, ``grid_half_width_sd``, ``grid_cell_sd`` and
+        ``log_evidence`` (``log p(B)`` by the same quadrature).
+    """
+
+    static: tuple
+    model_args: tuple
+    weights: np.ndarray
+    mesh: np.ndarray
+    width: float
+    mode: np.ndarray
+    axes: np.ndarray
+    facts: dict
+
+    @property
+    def log_evidence(self) -> float:
+        return float(self.facts["log_evidence"])
+
+    def sample(self, draw_key: jax.Array, num_chains: int, num_samples: int) -> dict:
+        """Independent draws ``(num_chains, num_samples)`` of each sample site."""
+        total = num_chains * num_samples
+        unconstrained = grid_sample(
+            self.weights, self.mesh, self.width, self.mode, self.axes, draw_key, total
+        )
+        constrained = _constrain(self.static, self.model_args, jnp.asarray(unconstrained))
+        return {
+            name: np.asarray(value).reshape((num_chains, num_samples) + np.shape(value)[1:])
+            for name, value in constrained.items()
+        }
 
 
 def grid_draws(
@@ -63,6 +115,23 @@ def grid_draws(
         ``log p(B)`` by the same quadrature, for diagnostics.
     """
     init_key, draw_key = jax.random.split(rng_key)
+    table = grid_table(model, model_args, model_kwargs, init_key)
+    if table is None:
+        return None
+    draws = table.sample(draw_key, num_chains, num_samples)
+    draws["_grid"] = dict(table.facts)
+    return draws
+
+
+def grid_table(
+    model, model_args: tuple, model_kwargs: dict, init_key: jax.Array
+) -> GridTable | None:
+    """Tabulate the posterior of the model's sites (see :func:`grid_draws`).
+
+    ``init_key`` seeds NumPyro's initial point, where the search for the mode
+    starts. Returns None when the model has more than two free parameters or
+    no well-defined mode.
+    """
     # validate_grad=False: no gradient evaluated just to check the initial point.
     info = initialize_model(
         init_key, model, model_args=model_args, model_kwargs=model_kwargs, validate_grad=False
@@ -107,13 +176,6 @@ def grid_draws(
     else:
         return None
 
-    total = num_chains * num_samples
-    unconstrained = grid_sample(weights, mesh, width, mode, axes, draw_key, total)
-    constrained = _constrain(static, model_args, jnp.asarray(unconstrained))
-    draws = {
-        name: np.asarray(value).reshape((num_chains, num_samples) + np.shape(value)[1:])
-        for name, value in constrained.items()
-    }
     # The same table integrates the model: log p(B) = log sum_cells exp(-U) * cell
     # volume, the cell volume in unconstrained coordinates being
     # width^dim |det axes|. The potential includes the transforms' Jacobians.
@@ -125,13 +187,13 @@ def grid_draws(
         + dim * np.log(width)
         + np.linalg.slogdet(axes)[1]
     )
-    draws["_grid"] = {
+    facts = {
         "grid_points": GRID_POINTS[dim] ** dim,
         "grid_half_width_sd": half_width,
         "grid_cell_sd": float(width),
         "log_evidence": float(log_evidence),
     }
-    return draws
+    return GridTable(static, model_args, weights, mesh, width, mode, axes, facts)
 
 
 def grid_mesh(dim: int, half_width: float) -> tuple[np.ndarray, float]:

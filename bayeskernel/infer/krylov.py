@@ -33,7 +33,7 @@ cut plain CG from 471 to 27 iterations per draw (benchmarks/bench_exact.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -45,6 +45,7 @@ from bayeskernel.infer.exact import WhitenedOperator
 
 __all__ = [
     "KrylovSummary",
+    "add_probes",
     "krylov_summary",
     "krylov_log_marginal_likelihood",
     "krylov_draws",
@@ -170,12 +171,31 @@ def krylov_summary(
     num_steps: int = LANCZOS_STEPS,
     num_probes: int = SLQ_PROBES,
     probe_steps: int = SLQ_STEPS,
+    probes_run: int | None = None,
+    progress=None,
 ) -> KrylovSummary:
-    """Lanczos runs for the collapsed marginal likelihood and the preconditioner."""
+    """Lanczos runs for the collapsed marginal likelihood and the preconditioner.
+
+    Parameters
+    ----------
+    whitened : WhitenedOperator
+    observed : (n,) array
+    rng_key : jax PRNGKey
+        Seeds the Rademacher probes of the log-determinant.
+    num_steps : int
+        Lanczos steps from the data (quadratic form, deflation basis).
+    num_probes, probe_steps : int
+        Probes of the stochastic Lanczos quadrature, and steps per probe.
+    probes_run : int, optional
+        Run only the first ``probes_run`` of the ``num_probes`` probes (a
+        multiple of the probe batch, 8): a cheaper, noisier summary that
+        :func:`add_probes` completes to exactly the full one.
+    progress : callable, optional
+        Called with ``1`` after each Lanczos run (the data's, then each probe batch).
+    """
     p, n = whitened.num_latent, whitened.num_observed
     space = "data" if n <= p else "kernel"
     start = observed if space == "data" else whitened.transpose(observed)
-    size = n if space == "data" else p
     data_energy = float(observed @ observed)
 
     # Quadratic form and deflation basis: one run from the data.
@@ -185,18 +205,13 @@ def krylov_summary(
     # Top half of the Ritz pairs: converged to well under the preconditioner's needs.
     order = np.argsort(nodes[:m])[::-1][: max(1, m // 2)]
     ritz_vectors = np.asarray(jnp.asarray(vectors[:, order].T) @ basis[:m, 0])
+    if progress is not None:
+        progress(1)
 
     # Log-determinant: stochastic Lanczos quadrature, fixed Rademacher probes.
-    probes = jax.random.rademacher(rng_key, (num_probes, size), dtype=observed.dtype)
-    logdet_nodes = np.zeros((num_probes, min(probe_steps, size)))
-    logdet_weights = np.zeros_like(logdet_nodes)
-    for first in range(0, num_probes, _PROBE_BATCH):
-        block = probes[first : first + _PROBE_BATCH]
-        a, b = _lanczos_run(whitened, space, block, probe_steps, False)
-        for i, (ai, bi) in enumerate(zip(np.asarray(a), np.asarray(b))):
-            th, w, _, _ = _gauss_nodes(ai, bi)
-            # ||probe||^2 = r for Rademacher probes.
-            logdet_nodes[first + i], logdet_weights[first + i] = th, size * w
+    logdet_nodes, logdet_weights = _slq_nodes(
+        whitened, space, rng_key, num_probes, probe_steps, 0, probes_run or num_probes, progress
+    )
     return KrylovSummary(
         logdet_nodes,
         logdet_weights,
@@ -208,6 +223,54 @@ def krylov_summary(
         space,
         n,
     )
+
+
+def add_probes(
+    summary: KrylovSummary,
+    whitened: WhitenedOperator,
+    rng_key: jax.Array,
+    *,
+    num_probes: int = SLQ_PROBES,
+    probe_steps: int = SLQ_STEPS,
+    progress=None,
+) -> KrylovSummary:
+    """Complete a summary made with ``probes_run`` to all ``num_probes`` probes.
+
+    Same key, same probes: the result equals :func:`krylov_summary` run with
+    all probes at once, bit for bit.
+    """
+    done = summary.logdet_nodes.shape[0]
+    if done >= num_probes:
+        return summary
+    nodes, weights = _slq_nodes(
+        whitened, summary.space, rng_key, num_probes, probe_steps, done, num_probes, progress
+    )
+    return replace(
+        summary,
+        logdet_nodes=np.concatenate([summary.logdet_nodes, nodes]),
+        logdet_weights=np.concatenate([summary.logdet_weights, weights]),
+    )
+
+
+def _slq_nodes(whitened, space, rng_key, num_probes, probe_steps, first, stop, progress=None):
+    """Quadrature nodes and weights of probes ``first:stop`` of ``num_probes``."""
+    size = whitened.num_observed if space == "data" else whitened.num_latent
+    dtype = jnp.result_type(float)
+    # All probes drawn at once, whichever are run: a part, then the rest, equal the whole.
+    probes = jax.random.rademacher(rng_key, (num_probes, size), dtype=dtype)
+    steps = min(probe_steps, size)
+    nodes = np.zeros((stop - first, steps))
+    weights = np.zeros_like(nodes)
+    for start in range(first, stop, _PROBE_BATCH):
+        block = probes[start : min(start + _PROBE_BATCH, stop)]
+        a, b = _lanczos_run(whitened, space, block, probe_steps, False)
+        for i, (ai, bi) in enumerate(zip(np.asarray(a), np.asarray(b))):
+            th, w, _, _ = _gauss_nodes(ai, bi)
+            # ||probe||^2 = r for Rademacher probes.
+            nodes[start - first + i], weights[start - first + i] = th, size * w
+        if progress is not None:
+            progress(1)
+    return nodes, weights
 
 
 # Module level, whitened operator as an argument: compiled once per prior and shape.
