@@ -1,7 +1,8 @@
 """bayeskernel: Bayesian estimation of a 2D convolution kernel with honest uncertainty."""
 
-from bayeskernel.api import METHODS, NotBinaryWarning, PriorDominatedWarning, fit
+from bayeskernel.api import DEFAULT_SAMPLES, METHODS, NotBinaryWarning, PriorDominatedWarning, fit
 from bayeskernel.compare import compare
+from bayeskernel.compilation_cache import use_compilation_cache
 from bayeskernel.forward import ConvolutionOperator, convolve, make_operator, output_shape
 from bayeskernel.io import load
 from bayeskernel.metrics import central_window, coverage, relative_error
@@ -23,6 +24,7 @@ from bayeskernel.tiles import fit_tiles  # imports dask only when called
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_SAMPLES",
     "METHODS",
     "ConstrainedPrior",
     "ConvolutionOperator",
@@ -52,4 +54,5 @@ __all__ = [
     "output_shape",
     "relative_error",
     "simulate",
+    "use_compilation_cache",
 ]

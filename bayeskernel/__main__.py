@@ -1,8 +1,6 @@
 """``python -m bayeskernel``: the same as the ``bayeskernel`` command."""
 
-import sys
-
-from bayeskernel.cli import main
+from bayeskernel.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -2,13 +2,21 @@
 
 Each candidate prior is scored by its exact log marginal likelihood
 ``log p(B | prior)`` (kernel and hyperparameters integrated out, from the exact
-route's hyperparameter grid; it does not depend on the kernel draws, so a
-one-draw fit scores a candidate). With equal prior odds the posterior
-probability of candidate ``m`` is ``w_m = p(B | m) / sum_k p(B | k)``, and the
-model-averaged posterior is the mixture ``sum_m w_m p(K | B, m)``. Its draws are
-drawn as a mixture is: the number of draws from each candidate is multinomial
-with probabilities ``w``, each candidate with draws is fitted for exactly that
-many, and the draws are shuffled together.
+route's hyperparameter grid, :mod:`bayeskernel.infer.stages`). With equal prior
+odds the posterior probability of candidate ``m`` is
+``w_m = p(B | m) / sum_k p(B | k)``, and the model-averaged posterior is the
+mixture ``sum_m w_m p(K | B, m)``. Its draws are drawn as a mixture is: the
+number of draws from each candidate is multinomial with probabilities ``w``,
+and each candidate with draws gives exactly that many.
+
+Each candidate is prepared once (stage 1: its spectrum or Krylov summary) and
+its hyperparameter posterior tabulated once (stage 2, which gives the
+evidence); draws (stage 3) are made only for candidates that get some. A
+Krylov candidate is first prepared with a quarter of its log-determinant
+probes; it is completed only if it could matter, that is unless its estimate
+plus :data:`SCREEN_SIGMAS` of its standard errors falls :data:`SCREEN_MARGIN`
+nats below the best candidate's. A candidate left at that stage has weight
+below ``exp(-SCREEN_MARGIN)``, and is listed in ``diagnostics['prior_screened']``.
 
 When all the draws fall on one candidate (its weight near one: every draw
 comes from it with probability ``w ** N``) the result is that candidate's own
@@ -16,23 +24,39 @@ fit, identical to fitting it directly, except ``diagnostics['log_evidence']``,
 which is always the average's. Where candidates are close (a disk kernel at
 high noise: the radial profiles of order 1 and 2 within a few nats),
 selecting one would keep its intervals and drop the other's; the mixture keeps
-both (measured in ``docs/validation.md``, session 4).
+both (measured in ``docs/validation.md``).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 from scipy.special import logsumexp
 
-from bayeskernel.infer.common import numpy_generator, prng_key
+from bayeskernel.infer.collapsed import posterior_from_stages
+from bayeskernel.infer.common import numpy_generator
+from bayeskernel.infer.krylov import log_det_error
+from bayeskernel.infer.progress import Progress
+from bayeskernel.infer.stages import complete, hyperparameter_posterior, prepare, stage_keys
+from bayeskernel.model import HyperScales
 from bayeskernel.posterior import KernelPosterior
+from bayeskernel.priors import LinearGaussianPrior
 
-__all__ = ["fit_model_average", "mixture_label"]
+__all__ = ["SCREEN_MARGIN", "SCREEN_SIGMAS", "fit_model_average", "mixture_label"]
+
+# A screened candidate is completed unless estimate + SCREEN_SIGMAS * stderr is
+# more than SCREEN_MARGIN nats below the best: its weight is then under
+# exp(-30) ~ 1e-13, and the chance that any of 10^6 draws comes from it 1e-7.
+SCREEN_MARGIN = 30.0
+SCREEN_SIGMAS = 6.0
+# The mixture's own random stream, apart from the candidates' (which use the
+# fit's key itself): fold_in of these bytes ("mix").
+_MIX_STREAM = 0x6D6978
+# Hyperparameter draws used to place the Krylov error estimate at a typical t.
+_ERROR_DRAWS = 64
 
 
 def mixture_label(weights: dict[str, float]) -> str:
@@ -41,104 +65,174 @@ def mixture_label(weights: dict[str, float]) -> str:
     return "average(" + ", ".join(f"{name} {weight:.3g}" for name, weight in parts) + ")"
 
 
+class _Candidate:
+    """One prior's stages 1 and 2, and its evidence with its standard error."""
+
+    def __init__(self, prepared, hyper, hyper_key):
+        if hyper.table is None:
+            raise ValueError(
+                f"prior {prepared.prior.name!r} gave no log evidence (its hyperparameter "
+                "posterior cannot be tabulated on a grid)"
+            )
+        self.prepared, self.hyper = prepared, hyper
+        self.evidence = hyper.log_evidence
+        self.stderr = 0.0
+        if prepared.solver == "krylov":
+            sample = hyper.table.sample(jax.random.fold_in(hyper_key, 1), 1, _ERROR_DRAWS)
+            ratio = np.median(sample["kernel_scale"] ** 2 / sample["noise_sigma"] ** 2)
+            # log p(B) carries half the log-determinant's Monte Carlo error.
+            self.stderr = 0.5 * log_det_error(prepared.summary, float(ratio))["logdet_stderr"]
+
+    @property
+    def name(self) -> str:
+        return self.prepared.prior.name
+
+
 def fit_model_average(
-    fit: Callable[..., KernelPosterior], candidates: Sequence, arguments: dict
+    operator,
+    priors: Sequence[LinearGaussianPrior],
+    scales: HyperScales,
+    observed,
+    rng_key: jax.Array,
+    *,
+    mask=None,
+    num_samples: int = 500,
+    num_chains: int = 2,
+    noise_sigma: float | None = None,
+    kernel_scale: float | None = None,
+    solver: str = "auto",
+    progress_bar: bool = True,
+    draws_dtype=np.float32,
 ) -> KernelPosterior:
     """The model-averaged posterior over candidate priors (see the module docstring).
 
     Parameters
     ----------
-    fit : callable
-        :func:`bayeskernel.fit` (passed in: this module is imported by it).
-    candidates : sequence of str or LinearGaussianPrior
-    arguments : dict
-        ``fit``'s keyword arguments, ``prior`` aside; ``method`` is ``'exact'``.
+    operator, observed, mask
+        As :func:`bayeskernel.infer.collapsed.run_exact` takes them.
+    priors : sequence of LinearGaussianPrior
+        The candidates, with distinct names.
+    scales : HyperScales
+    rng_key : jax PRNGKey
+        The fit's key: each candidate's stages use it as a direct fit would.
 
     Returns
     -------
     KernelPosterior
         ``diagnostics`` has ``prior_evidence`` (``log p(B | m)`` per
-        candidate), ``prior_weights`` (posterior probabilities), ``prior_draws``
-        (draws from each), ``seconds_scoring`` and ``log_evidence``: that of
-        the average, ``log mean_m p(B | m)``, whichever candidates the draws
-        came from (with ``log_evidence_stderr`` where the Krylov solver
+        candidate), ``prior_evidence_stderr`` (the Krylov estimates' standard
+        errors), ``prior_weights`` (posterior probabilities), ``prior_draws``
+        (draws from each), ``prior_screened`` (candidates scored from a
+        screening preparation only), ``seconds_scoring`` and ``log_evidence``:
+        that of the average, ``log mean_m p(B | m)``, whichever candidates the
+        draws came from (with ``log_evidence_stderr`` where the Krylov solver
         estimated the candidates' evidence). When all draws come from one
         candidate the rest of ``diagnostics`` is that fit's; a mixture keeps
         each component fit's diagnostics under ``components`` instead, and its
         ``prior`` is its :func:`mixture_label`.
     """
+    names = [prior.name for prior in priors]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"two prior candidates are both named {name!r}")
     start = time.perf_counter()
-    evidence, stderr, by_name = {}, {}, {}
-    for candidate in candidates:
-        # The draws come later; a one-draw fit's warnings would be noise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scored = fit(**{**arguments, "prior": candidate, "num_samples": 1, "num_chains": 1})
-        value = scored.diagnostics.get("log_evidence")
-        if value is None:
-            raise ValueError(f"prior {scored.prior!r} gave no log evidence")
-        if scored.prior in evidence:
-            raise ValueError(f"two prior candidates are both named {scored.prior!r}")
-        evidence[scored.prior], by_name[scored.prior] = float(value), candidate
-        stderr[scored.prior] = float(scored.diagnostics.get("log_evidence_stderr", 0.0))
-    seconds_scoring = time.perf_counter() - start
+    probe_key, hyper_key, draw_key = stage_keys(rng_key, True)
+    candidates = []
+    with Progress(progress_bar, "prior='auto'") as progress:
+        for prior in priors:
+            progress.stage(f"scoring {prior.name}")
+            prepared = prepare(
+                operator, prior, observed, probe_key, mask=mask, solver=solver, screening=True,
+                progress=progress.advance,
+            )  # fmt: skip
+            candidates.append(
+                _Candidate(
+                    prepared,
+                    _hyper(prepared, scales, hyper_key, noise_sigma, kernel_scale),
+                    hyper_key,
+                )
+            )
+        # Complete the screened candidates that could carry weight, best first.
+        while True:
+            best = max(c.evidence - SCREEN_SIGMAS * c.stderr for c in candidates)
+            open_ = [
+                c for c in candidates
+                if c.prepared.screening
+                and c.evidence + SCREEN_SIGMAS * c.stderr + SCREEN_MARGIN >= best
+            ]  # fmt: skip
+            if not open_:
+                break
+            chosen = max(open_, key=lambda c: c.evidence)
+            progress.stage(f"completing {chosen.name}")
+            prepared = complete(chosen.prepared, progress=progress.advance)
+            index = candidates.index(chosen)
+            candidates[index] = _Candidate(
+                prepared, _hyper(prepared, scales, hyper_key, noise_sigma, kernel_scale),
+                hyper_key,
+            )  # fmt: skip
+        seconds_scoring = time.perf_counter() - start
 
-    names = list(evidence)
-    values = np.array([evidence[name] for name in names])
-    weights = np.exp(values - values.max())
-    weights /= weights.sum()
-    key = prng_key(arguments["seed"])
-    # A stream apart from the fits' own (they use the key itself).
-    mix_key = jax.random.fold_in(key, 0x6D6978)
-    rng = numpy_generator(mix_key)
-    chains, samples = arguments["num_chains"], arguments["num_samples"]
-    counts = rng.multinomial(chains * samples, weights)
-    drawn = [i for i in np.argsort(-weights, kind="stable") if counts[i] > 0]
-    facts = {
-        "prior_evidence": evidence,
-        "prior_weights": {name: float(w) for name, w in zip(names, weights, strict=True)},
-        "prior_draws": {name: int(c) for name, c in zip(names, counts, strict=True)},
-        "seconds_scoring": seconds_scoring,
-        # The average's evidence, whichever candidates the draws came from, so that
-        # it does not depend on the random counts (d log-mean-exp / d value_m = w_m).
-        "log_evidence": float(logsumexp(values) - np.log(len(values))),
-    }
-    if any(stderr.values()):
-        errors = np.array([stderr[name] for name in names])
-        facts["log_evidence_stderr"] = float(np.sqrt(np.sum((weights * errors) ** 2)))
-    if len(drawn) == 1:  # the candidate's own fit, as if fitted directly
-        posterior = fit(**{**arguments, "prior": by_name[names[drawn[0]]]})
-        posterior.diagnostics.pop("log_evidence_stderr", None)
-        posterior.diagnostics.update(facts)
-        return posterior
+        values = np.array([c.evidence for c in candidates])
+        weights = np.exp(values - values.max())
+        weights /= weights.sum()
+        rng = numpy_generator(jax.random.fold_in(rng_key, _MIX_STREAM))
+        counts = rng.multinomial(num_chains * num_samples, weights)
+        drawn = [i for i in np.argsort(-weights, kind="stable") if counts[i] > 0]
+        facts = {
+            "prior_evidence": {c.name: c.evidence for c in candidates},
+            "prior_evidence_stderr": {c.name: c.stderr for c in candidates},
+            "prior_weights": {c.name: float(w) for c, w in zip(candidates, weights, strict=True)},
+            "prior_draws": {c.name: int(n) for c, n in zip(candidates, counts, strict=True)},
+            "prior_screened": [c.name for c in candidates if c.prepared.screening],
+            "seconds_scoring": seconds_scoring,
+            # The average's evidence, whichever candidates the draws came from, so
+            # that it does not depend on the random counts (d log-mean-exp / d
+            # value_m = w_m).
+            "log_evidence": float(logsumexp(values) - np.log(len(values))),
+        }
+        errors = np.array([c.stderr for c in candidates])
+        if errors.any():
+            facts["log_evidence_stderr"] = float(np.sqrt(np.sum((weights * errors) ** 2)))
 
-    parts, caught_first = [], []
-    for rank, index in enumerate(drawn):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            part = fit(**{
-                **arguments, "prior": by_name[names[index]], "num_chains": 1,
-                "num_samples": int(counts[index]), "seed": jax.random.fold_in(key, int(index)),
-            })  # fmt: skip
-        if rank == 0:  # the candidate of largest weight among those drawn
-            caught_first = caught
-        parts.append(part)
-    order = rng.permutation(chains * samples)
+        if len(drawn) == 1:  # the candidate's own fit, as if fitted directly
+            chosen = candidates[drawn[0]]
+            posterior = posterior_from_stages(
+                chosen.prepared, chosen.hyper, num_chains, num_samples, draw_key,
+                progress=progress, draws_dtype=draws_dtype,
+            )  # fmt: skip
+            posterior.diagnostics.pop("log_evidence_stderr", None)
+            posterior.diagnostics.update(facts)
+            return posterior
+
+        parts = []
+        for index in drawn:
+            chosen = candidates[index]
+            parts.append(
+                posterior_from_stages(
+                    chosen.prepared,
+                    chosen.hyper,
+                    1,
+                    int(counts[index]),
+                    jax.random.fold_in(draw_key, int(index)),
+                    hyper_key=jax.random.fold_in(chosen.hyper.draw_key, int(index)),
+                    progress=progress,
+                    draws_dtype=draws_dtype,
+                )  # fmt: skip
+            )
+    order = rng.permutation(num_chains * num_samples)
 
     def pooled(attribute: str) -> np.ndarray:
         values = np.concatenate([
             getattr(p, attribute).reshape((-1,) + getattr(p, attribute).shape[2:]) for p in parts
         ])  # fmt: skip
-        return values[order].reshape((chains, samples) + values.shape[1:])
+        return values[order].reshape((num_chains, num_samples) + values.shape[1:])
 
-    for record in caught_first:
-        warnings.warn(record.message, stacklevel=4)
     first = parts[0]
     diagnostics = {
         **facts,
-        "hyper_scales": first.diagnostics.get("hyper_scales"),
         "seconds": float(sum(p.diagnostics.get("seconds", 0.0) for p in parts)),
-        # Solver facts differ per candidate (one may be Krylov, another dense).
+        # Solver facts differ per candidate (one may be Krylov, another dense);
+        # the candidate of largest weight comes first.
         "components": {p.prior: p.diagnostics for p in parts},
     }
     return KernelPosterior(
@@ -149,6 +243,10 @@ def fit_model_average(
         prior=mixture_label({names[i]: float(weights[i]) for i in drawn}),
         mode=first.mode,
         diagnostics=diagnostics,
-        image=first.image,
-        observed=first.observed,
+    )
+
+
+def _hyper(prepared, scales, hyper_key, noise_sigma, kernel_scale):
+    return hyperparameter_posterior(
+        prepared, scales, hyper_key, noise_sigma=noise_sigma, kernel_scale=kernel_scale
     )

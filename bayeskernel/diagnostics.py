@@ -222,10 +222,14 @@ def prior_dominance_warnings(posterior: KernelPosterior) -> list[str]:
 
     Uses the effective number of parameters ``sum_j t g_j / (1 + t g_j)`` (the
     trace of the hat matrix, ``t = s^2 / sigma^2``), which the exact route
-    reports in ``diagnostics['effective_parameters']``.
+    reports in ``diagnostics['effective_parameters']`` (for a model average's
+    mixture, that of its candidate of largest weight).
     """
-    effective = posterior.diagnostics.get("effective_parameters")
-    total = posterior.diagnostics.get("num_latent")
+    facts = posterior.diagnostics
+    if facts.get("components"):
+        facts = next(iter(facts["components"].values()))
+    effective = facts.get("effective_parameters")
+    total = facts.get("num_latent")
     if effective is None or not total or effective >= PRIOR_DOMINATED_FRACTION * total:
         return []
     return [

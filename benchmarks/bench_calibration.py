@@ -130,12 +130,13 @@ def fit_one(scheme, method, image, observed, sigma, scale, scales, seed):
     kwargs = dict(SETTINGS[method], method=method, seed=seed, progress_bar=False,
                   draws_dtype=np.float64)  # fmt: skip
     if scheme == "kernel-only":
-        return bk.fit(image, observed, KERNEL, noise_sigma=sigma, kernel_scale=scale, **kwargs)
+        return bk.fit(image, observed, KERNEL, prior="smooth", noise_sigma=sigma,
+                      kernel_scale=scale, **kwargs)  # fmt: skip
     if scheme == "fixed-prior":
-        return bk.fit(image, observed, KERNEL, hyper_scales=scales, **kwargs)
+        return bk.fit(image, observed, KERNEL, prior="smooth", hyper_scales=scales, **kwargs)
     if scheme == "model-average":
         return bk.fit(image, observed, KERNEL, prior="auto", hyper_scales=scales, **kwargs)
-    return bk.fit(image, observed, KERNEL, **kwargs)
+    return bk.fit(image, observed, KERNEL, prior="smooth", **kwargs)
 
 
 def rank_and_hits(draws: np.ndarray, truth: float) -> tuple[int, list[bool]]:

@@ -59,7 +59,9 @@ def child_fit(config: dict) -> dict:
     kshape = case.kernel.shape
     central = (kshape[0] + 1) // 2 - (1 if ((kshape[0] + 1) // 2) % 2 == 0 else 0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kwargs = dict(num_samples=200, seed=0, progress_bar=False, solver=config["solver"])
+    kwargs = dict(
+        prior="smooth", num_samples=200, seed=0, progress_bar=False, solver=config["solver"]
+    )
     if config["method"] == "exact":
         kwargs.update(num_warmup=200, num_chains=config["num_chains"])
         if config["solver"] == "krylov":
@@ -193,7 +195,9 @@ def child_cg(quick: bool) -> dict:
 
         case = motivating_example()
     kshape = case.kernel.shape
-    fitted = bk.fit(case.A, case.B, kshape, method="map", solver="krylov", num_samples=8)
+    fitted = bk.fit(
+        case.A, case.B, kshape, prior="smooth", method="map", solver="krylov", num_samples=8
+    )
     sigma, scale = fitted.noise_sigma, float(fitted.kernel_scale_draws[0, 0])
     rows = []
     with jax.enable_x64(True):

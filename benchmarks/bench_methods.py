@@ -89,7 +89,7 @@ def run_one(case_name: str, method: str, quick: bool, exact_draws: int | None = 
         kw = dict(kw, method=method.removesuffix("-krylov"), solver="krylov")
     else:
         kw = dict(kw, method=method)
-    post = bk.fit(case.A, case.B, kernel_shape, seed=0, progress_bar=False, **kw)
+    post = bk.fit(case.A, case.B, kernel_shape, prior="smooth", seed=0, progress_bar=False, **kw)
     seconds = time.perf_counter() - start
     region = bk.central_window(kernel_shape, central)
     lower, upper = post.interval(0.95)

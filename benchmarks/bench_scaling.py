@@ -48,8 +48,9 @@ def child(config: dict) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     post = bk.fit(
-        case.A, case.B, (p, p), method=config["method"], num_samples=100, num_warmup=200,
-        num_chains=2 if config["method"] == "exact" else 1, seed=0, progress_bar=False,
+        case.A, case.B, (p, p), prior="smooth", method=config["method"], num_samples=100,
+        num_warmup=200, num_chains=2 if config["method"] == "exact" else 1, seed=0,
+        progress_bar=False,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -45,7 +45,7 @@ import numpy as np
 from _common import Report, command_line, machine_info
 
 KERNEL = (5, 5)
-OPTIONS = dict(method="map", num_samples=100)
+OPTIONS = dict(prior="smooth", method="map", num_samples=100)
 
 
 def field(size: int, kernel_shape=KERNEL, seed: int = 0):
@@ -281,7 +281,7 @@ def part_batch_core(report: Report, quick: bool) -> None:
     case = field(96)
     rows = []
     for method, draws in (("map", dict(num_samples=100)), ("exact", dict(num_samples=50))):
-        tasks = _tasks(case, 24, 4, dict(method=method, **draws))
+        tasks = _tasks(case, 24, 4, dict(prior="smooth", method=method, **draws))
         fit_tile(tasks[0])  # compile
         count = 5 if quick else len(tasks)
         start = time.perf_counter()

@@ -24,9 +24,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=100, help="image side N (kernel 2N-1)")
     parser.add_argument("--method", default="auto", choices=bk.METHODS)
     parser.add_argument(
-        "--prior", default="radial", help="radial (default), smooth, iid, power_law, ..."
+        "--prior", default="auto", help="auto (fit's default), radial, smooth, power_law, ..."
     )
-    parser.add_argument("--samples", type=int, default=500, help="posterior draws per chain")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="posterior draws per chain (fit's default)"
+    )
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for figures")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -40,7 +42,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     posterior = bk.fit(
         case.A, case.B, kernel_shape, prior=args.prior, method=args.method,
-        num_samples=args.samples, num_warmup=args.samples, seed=args.seed,
+        num_samples=args.samples, num_warmup=args.samples or 500, seed=args.seed,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     print(posterior)

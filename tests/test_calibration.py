@@ -82,7 +82,7 @@ def _replications():
             kernel = np.asarray(prior.sample(jax.random.PRNGKey(rep), scale), dtype=float)
         image = rng.binomial(1, 0.2, IMAGE).astype(float)
         observed = convolve2d(image, kernel, "same") + sigma * rng.standard_normal(IMAGE)
-        post = bk.fit(image, observed, KERNEL, method="exact", noise_sigma=sigma,
+        post = bk.fit(image, observed, KERNEL, prior="smooth", method="exact", noise_sigma=sigma,
                       kernel_scale=scale, num_samples=DRAWS, seed=rep, progress_bar=False,
                       draws_dtype=np.float64)  # fmt: skip
         if rep % 25 == 24:  # every fit compiles fresh programs: do not let them pile up

@@ -13,6 +13,7 @@ from PIL import Image
 
 import bayeskernel as bk
 from bayeskernel import plots
+from bayeskernel.cli import build_parser
 
 KERNEL = ("--kernel-shape", "5", "5")
 QUICK = ("--method", "map", "--samples", "20", "--quiet")
@@ -30,10 +31,10 @@ def jax_cache(tmp_path_factory):
 
 
 def run(*args, cwd=None):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"}
-    if "dir" in _jax_cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = _jax_cache["dir"]
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    # The command's own cache, in a temporary folder rather than the user's.
+    env["BAYESKERNEL_COMPILATION_CACHE"] = _jax_cache.get("dir", "0")
     return subprocess.run(
         [sys.executable, "-m", "bayeskernel.cli", *map(str, args)],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
@@ -62,8 +63,8 @@ def reference(data, tmp_path_factory):
     """A full fit from .npy files, with figures."""
     out = tmp_path_factory.mktemp("reference")
     result = run(
-        "fit", data / "A.npy", data / "B.npy", *KERNEL, "--method", "map", "--samples", 30,
-        "--true-kernel", data / "kernel.npy", "--out", out,
+        "fit", data / "A.npy", data / "B.npy", *KERNEL, "--prior", "smooth", "--method", "map",
+        "--samples", 30, "--true-kernel", data / "kernel.npy", "--out", out,
     )  # fmt: skip
     assert_ok(result)
     return out, result
@@ -134,8 +135,8 @@ def test_fit_reads_every_format(data, reference, a_format, b_format, tmp_path):
     out = tmp_path / "out"
     # One run also writes the PDF report; the others skip figures to stay quick.
     figures = "pdf" if a_format == "npz" else "none"
-    result = run("fit", a_path, b_path, *KERNEL, "--samples", 30, "--method", "map",
-                 "--plots", figures, "--quiet", "--out", out)  # fmt: skip
+    result = run("fit", a_path, b_path, *KERNEL, "--samples", 30, "--prior", "smooth",
+                 "--method", "map", "--plots", figures, "--quiet", "--out", out)  # fmt: skip
     assert_ok(result)
     # Same numbers in, same seed: the same posterior as from the .npy files.
     np.testing.assert_allclose(
@@ -144,6 +145,25 @@ def test_fit_reads_every_format(data, reference, a_format, b_format, tmp_path):
     assert not (out / "plots").exists()
     if figures == "pdf":
         assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_fit_averages_over_priors_by_default(data, tmp_path):
+    out = tmp_path / "out"
+    result = run("fit", data / "A.npy", data / "B.npy", *KERNEL, "--samples", 30, "--plots",
+                 "none", "--quiet", "--out", out)  # fmt: skip
+    assert_ok(result)
+    summary = json.loads((out / "summary.json").read_text())
+    weights = summary["prior_weights"]
+    assert set(weights) == {"smooth", "smooth2", "radial", "radial1"}
+    assert sum(weights.values()) == pytest.approx(1) and summary["method"] == "exact"
+
+
+def test_default_priors_of_fit_and_demo():
+    parser = build_parser()
+    fit = parser.parse_args(["fit", "A.npy", "B.npy", *KERNEL, "--out", "out"])
+    demo = parser.parse_args(["demo"])
+    assert fit.prior == "auto" and demo.prior == "auto"
+    assert not fit.no_compilation_cache and not demo.no_compilation_cache
 
 
 def test_demo_runs_small(tmp_path):
@@ -218,7 +238,8 @@ def test_fit_solver_and_binary_options(data, tmp_path):
     np.save(scaled, 255 * np.load(data / "A.npy"))
     out = tmp_path / "out"
     result = run(
-        "fit", scaled, data / "B.npy", *KERNEL, *QUICK, "--solver", "krylov", "--binary",
+        "fit", scaled, data / "B.npy", *KERNEL, *QUICK, "--prior", "smooth", "--solver", "krylov",
+        "--binary",
         "--plots", "none", "--out", out,
     )  # fmt: skip
     assert_ok(result)

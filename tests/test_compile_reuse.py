@@ -44,9 +44,9 @@ def _compiles(run) -> list[str]:
 @pytest.mark.parametrize(
     "options",
     [
-        {"method": "exact"},
-        {"method": "map"},
-        {"method": "exact", "solver": "krylov"},
+        {"method": "exact", "prior": "smooth"},
+        {"method": "map", "prior": "smooth"},
+        {"method": "exact", "solver": "krylov", "prior": "smooth"},
         {"method": "exact", "prior": "radial"},
     ],
     ids=["exact-dense", "map", "exact-krylov", "radial"],
@@ -63,9 +63,12 @@ def test_second_fit_of_equal_shapes_compiles_nothing(options):
 
 def test_reused_programs_give_the_same_result_as_a_fresh_process_would():
     case = bk.simulate((20, 20), kernel="gaussian", kernel_shape=(5, 5), noise_sigma=0.05, seed=3)
-    runs = [bk.fit(case.A, case.B, (5, 5), num_samples=40, progress_bar=False) for _ in range(2)]
+    runs = [
+        bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=40, progress_bar=False)
+        for _ in range(2)
+    ]
     jax.clear_caches()
-    fresh = bk.fit(case.A, case.B, (5, 5), num_samples=40, progress_bar=False)
+    fresh = bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=40, progress_bar=False)
     np.testing.assert_array_equal(runs[0].kernel_draws, runs[1].kernel_draws)
     np.testing.assert_array_equal(runs[0].kernel_draws, fresh.kernel_draws)
 

@@ -102,8 +102,9 @@ def case():
 
 def _fit(case, kernel_shape, **kwargs):
     return bk.fit(
-        case.A, case.B, kernel_shape, method="map", num_samples=20, progress_bar=False, **kwargs
-    )
+        case.A, case.B, kernel_shape, prior="smooth", method="map", num_samples=20,
+        progress_bar=False, **kwargs,
+    )  # fmt: skip
 
 
 def test_a_correct_fit_has_white_residuals(case):

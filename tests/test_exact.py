@@ -59,6 +59,7 @@ def test_exact_draws_at_fixed_hyperparameters_match_closed_form(image_shape, ker
         case.B,
         kernel_shape,
         mode=mode,
+        prior="smooth",
         method="exact",
         noise_sigma=sigma,
         kernel_scale=scale,
@@ -79,7 +80,9 @@ def test_exact_draws_at_fixed_hyperparameters_match_closed_form(image_shape, ker
 
 def test_map_finds_the_marginal_likelihood_maximum():
     case = _case((24, 24), (7, 7), "same", seed=2)
-    post = bk.fit(case.A, case.B, (7, 7), method="map", num_samples=50, progress_bar=False)
+    post = bk.fit(
+        case.A, case.B, (7, 7), prior="smooth", method="map", num_samples=50, progress_bar=False
+    )
     H = convolution_matrix(case.A, (7, 7), "same")
     cov = smooth_prior_covariance((7, 7), 1)
     sigma, scale = post.noise_sigma, float(post.kernel_scale_draws[0, 0])
@@ -97,6 +100,7 @@ def test_grid_and_nuts_hyperparameter_draws_agree():
             case.A,
             case.B,
             (7, 7),
+            prior="smooth",
             hyper_sampler=sampler,
             num_samples=500,
             seed=1,
@@ -114,12 +118,12 @@ def test_grid_and_nuts_hyperparameter_draws_agree():
         assert abs(a.mean() - b.mean()) < Z * se, name
         assert abs(a.std() / b.std() - 1) < 0.15, name
     with pytest.raises(ValueError, match="hyper_sampler must be one of"):
-        bk.fit(case.A, case.B, (7, 7), hyper_sampler="laplace")
+        bk.fit(case.A, case.B, (7, 7), prior="smooth", hyper_sampler="laplace")
 
 
 def test_log_evidence_matches_brute_force_integration():
     case = _case((12, 12), (5, 5), "same", seed=7)
-    post = bk.fit(case.A, case.B, (5, 5), num_samples=50, progress_bar=False)
+    post = bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=50, progress_bar=False)
     ours = post.diagnostics["log_evidence"]
     # Independent reference: dense N(B | 0, sigma^2 I + s^2 H C H^T) times the
     # hyperpriors, integrated by brute force over (log sigma, log s).
@@ -154,7 +158,9 @@ def test_compare_by_evidence_prefers_the_smooth_prior_for_a_smooth_kernel():
     table = bk.compare(fits, method="evidence")
     assert list(table.index) == ["smooth2", "iid"]
     assert table["d_log_evidence"].iloc[1] > 3 and abs(table["weight"].sum() - 1) < 1e-12
-    fits["map"] = bk.fit(case.A, case.B, (7, 7), method="map", num_samples=5, progress_bar=False)
+    fits["map"] = bk.fit(
+        case.A, case.B, (7, 7), prior="smooth", method="map", num_samples=5, progress_bar=False
+    )
     with pytest.raises(ValueError, match="'map' has no log evidence"):
         bk.compare(fits, method="evidence")
 

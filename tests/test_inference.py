@@ -21,6 +21,7 @@ def nuts_learned(small_case):
         small_case.A,
         small_case.B,
         (9, 9),
+        prior="smooth",
         method="nuts",
         num_warmup=300,
         num_samples=400,
@@ -36,6 +37,7 @@ def exact_learned(small_case):
         small_case.A,
         small_case.B,
         (9, 9),
+        prior="smooth",
         method="exact",
         num_warmup=300,
         num_samples=1000,
@@ -51,6 +53,7 @@ def test_nuts_fixed_hyperparameters_match_closed_form(small_case):
         small_case.A,
         small_case.B,
         (9, 9),
+        prior="smooth",
         method="nuts",
         noise_sigma=sigma,
         kernel_scale=scale,
@@ -106,6 +109,7 @@ def test_svi_runs_and_is_roughly_right(small_case):
         small_case.A,
         small_case.B,
         (9, 9),
+        prior="smooth",
         method="svi",
         num_steps=4000,
         num_samples=300,
@@ -119,7 +123,14 @@ def test_svi_runs_and_is_roughly_right(small_case):
 
 @pytest.mark.parametrize("method", ["exact", "map", "svi"])
 def test_same_seed_same_result(small_case, method):
-    kwargs = dict(method=method, num_warmup=50, num_samples=20, num_steps=200, progress_bar=False)
+    kwargs = dict(
+        prior="smooth",
+        method=method,
+        num_warmup=50,
+        num_samples=20,
+        num_steps=200,
+        progress_bar=False,
+    )
     first = bk.fit(small_case.A, small_case.B, (9, 9), seed=4, **kwargs)
     second = bk.fit(small_case.A, small_case.B, (9, 9), seed=4, **kwargs)
     third = bk.fit(small_case.A, small_case.B, (9, 9), seed=5, **kwargs)
@@ -129,7 +140,14 @@ def test_same_seed_same_result(small_case, method):
 
 
 def test_nuts_same_seed_same_result(small_case):
-    kwargs = dict(method="nuts", num_warmup=20, num_samples=10, num_chains=1, progress_bar=False)
+    kwargs = dict(
+        prior="smooth",
+        method="nuts",
+        num_warmup=20,
+        num_samples=10,
+        num_chains=1,
+        progress_bar=False,
+    )
     first = bk.fit(small_case.A, small_case.B, (9, 9), seed=4, **kwargs)
     second = bk.fit(small_case.A, small_case.B, (9, 9), seed=4, **kwargs)
     np.testing.assert_array_equal(first.kernel_draws, second.kernel_draws)

@@ -142,7 +142,9 @@ def posterior():
     case = bk.simulate((20, 20), "gaussian", (5, 5), noise_sigma=0.05, seed=4)
     observed = case.B.copy()
     observed[3, 4] = np.nan  # an unobserved pixel must survive the trip
-    return bk.fit(case.A, observed, (5, 5), method="map", num_samples=30, progress_bar=False)
+    return bk.fit(
+        case.A, observed, (5, 5), prior="smooth", method="map", num_samples=30, progress_bar=False
+    )
 
 
 def test_netcdf_round_trip_keeps_means_intervals_and_data(posterior, tmp_path):

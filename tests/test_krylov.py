@@ -33,7 +33,7 @@ def test_krylov_draws_at_fixed_hyperparameters_match_closed_form(image_shape, ke
     )
     num = 2000
     post = bk.fit(
-        case.A, case.B, kernel_shape, mode=mode, method="exact", solver="krylov",
+        case.A, case.B, kernel_shape, mode=mode, prior="smooth", method="exact", solver="krylov",
         noise_sigma=sigma, kernel_scale=scale, num_samples=num, seed=3, progress_bar=False,
         draws_dtype=np.float64,
     )  # fmt: skip
@@ -97,6 +97,7 @@ def test_krylov_and_dense_agree_on_the_hyperparameters():
             case.A,
             case.B,
             (15, 15),
+            prior="smooth",
             method="map",
             solver=solver,
             num_samples=20,
@@ -118,4 +119,4 @@ def test_solver_choice_and_errors():
         choose_solver("dense", 40_000, 20_000)
     case = bk.simulate((12, 12), "gaussian", (3, 3), seed=0)
     with pytest.raises(ValueError, match="solver must be one of"):
-        bk.fit(case.A, case.B, (3, 3), solver="cholesky")
+        bk.fit(case.A, case.B, (3, 3), prior="smooth", solver="cholesky")

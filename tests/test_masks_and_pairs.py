@@ -15,6 +15,7 @@ def _fixed_fit(A, B, kernel_shape, **kwargs):
         A,
         B,
         kernel_shape,
+        prior="smooth",
         method="exact",
         noise_sigma=SIGMA,
         kernel_scale=SCALE,
@@ -62,6 +63,7 @@ def test_several_pairs_with_learned_noise_and_nuts():
         [c.A for c in cases],
         [c.B for c in cases],
         (5, 5),
+        prior="smooth",
         num_warmup=200,
         num_samples=300,
         progress_bar=False,
@@ -70,6 +72,7 @@ def test_several_pairs_with_learned_noise_and_nuts():
         [c.A for c in cases],
         [c.B for c in cases],
         (5, 5),
+        prior="smooth",
         method="nuts",
         num_warmup=200,
         num_samples=200,
@@ -84,9 +87,15 @@ def test_several_pairs_with_learned_noise_and_nuts():
 def test_pair_errors_name_the_pair(rng):
     A = rng.binomial(1, 0.3, (8, 8)).astype(float)
     with pytest.raises(ValueError, match=r"pair 1: B\[1\] has shape"):
-        bk.fit([A, A], [rng.normal(size=(8, 8)), np.zeros((7, 8))], (3, 3), method="map")
+        bk.fit(
+            [A, A],
+            [rng.normal(size=(8, 8)), np.zeros((7, 8))],
+            (3, 3),
+            prior="smooth",
+            method="map",
+        )
     with pytest.raises(ValueError, match="B must be a list of the same length"):
-        bk.fit([A, A], np.zeros((8, 8)), (3, 3))
+        bk.fit([A, A], np.zeros((8, 8)), (3, 3), prior="smooth")
 
 
 def test_several_pairs_report_compare_and_export(tmp_path):
@@ -114,8 +123,8 @@ def test_one_noise_sd_per_pair(tmp_path):
     cases = [bk.simulate((20, 20), kernel, noise_sigma=s, seed=i) for i, s in enumerate(noises)]
     A, B = [c.A for c in cases], [c.B for c in cases]
     post = bk.fit(
-        A, B, (5, 5), noise_per_pair=True, num_warmup=200, num_samples=200, num_chains=1,
-        progress_bar=False,
+        A, B, (5, 5), prior="smooth", noise_per_pair=True, num_warmup=200, num_samples=200,
+        num_chains=1, progress_bar=False,
     )  # fmt: skip
     assert post.method == "nuts" and post.noise_per_pair
     assert post.noise_sigma_draws.shape == (1, 200, 2)
@@ -128,13 +137,13 @@ def test_one_noise_sd_per_pair(tmp_path):
     assert "noise sd [1]" in str(post)
     assert post.to_inference_data().posterior["noise_sigma"].dims[-1] == "pair"
     # One shared noise sd is the wrong model here: PSIS-LOO ranks it second.
-    shared = bk.fit(A, B, (5, 5), method="map", num_samples=200, progress_bar=False)
+    shared = bk.fit(A, B, (5, 5), prior="smooth", method="map", num_samples=200, progress_bar=False)
     assert list(bk.compare({"shared": shared, "per pair": post}).index) == ["per pair", "shared"]
     for wrong, message in [
         (dict(method="exact"), "needs method='nuts' or 'svi'"),
         (dict(noise_sigma=0.1), "leave noise_sigma=None"),
     ]:
         with pytest.raises(ValueError, match=message):
-            bk.fit(A, B, (5, 5), noise_per_pair=True, **wrong)
+            bk.fit(A, B, (5, 5), prior="smooth", noise_per_pair=True, **wrong)
     with pytest.raises(ValueError, match="needs several image pairs"):
-        bk.fit(A[0], B[0], (5, 5), noise_per_pair=True)
+        bk.fit(A[0], B[0], (5, 5), prior="smooth", noise_per_pair=True)

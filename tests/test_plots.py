@@ -24,7 +24,9 @@ def case():
 
 @pytest.fixture(scope="module")
 def map_posterior(case):
-    return bk.fit(case.A, case.B, (5, 5), method="map", num_samples=40, progress_bar=False)
+    return bk.fit(
+        case.A, case.B, (5, 5), prior="smooth", method="map", num_samples=40, progress_bar=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,9 @@ def exact_posterior(case):
     # Two chains with NUTS on the hyperparameters: exercises per-chain traces and
     # the divergence markers of the pair plot.
     return bk.fit(
-        case.A, case.B, (5, 5), method="exact", num_warmup=30, num_samples=30, progress_bar=False
-    )
+        case.A, case.B, (5, 5), prior="smooth", method="exact", num_warmup=30, num_samples=30,
+        progress_bar=False,
+    )  # fmt: skip
 
 
 def _assert_writes_png(fig, path):
@@ -145,8 +148,8 @@ def test_prior_weights_plot_for_a_model_average(tmp_path):
     written = post.plot_report(tmp_path / "report")
     assert (tmp_path / "report" / "prior_weights.png") in written
     with pytest.raises(ValueError, match="needs a fit with prior='auto'"):
-        plots.plot_prior_weights(bk.fit(disk.A, disk.B, (5, 5), method="map", num_samples=5,
-                                        progress_bar=False))  # fmt: skip
+        plots.plot_prior_weights(bk.fit(disk.A, disk.B, (5, 5), prior="smooth", method="map",
+                                        num_samples=5, progress_bar=False))  # fmt: skip
 
 
 def test_report_to_pdf_has_one_page_per_figure(map_posterior, tmp_path):

@@ -174,7 +174,9 @@ def test_compare_refuses_different_data():
     a = bk.simulate((16, 16), "gaussian", (5, 5), seed=0)
     b = bk.simulate((16, 16), "gaussian", (5, 5), seed=1)
     fits = {
-        name: bk.fit(c.A, c.B, (5, 5), method="map", num_samples=20, progress_bar=False)
+        name: bk.fit(
+            c.A, c.B, (5, 5), prior="smooth", method="map", num_samples=20, progress_bar=False
+        )
         for name, c in (("a", a), ("b", b))
     }
     with pytest.raises(ValueError, match="different data"):

@@ -149,7 +149,7 @@ def test_tiles_equal_separate_fits_of_the_same_windows(field, field_fit, jax_cac
                 image_window(A, rows, cols, KERNEL_SHAPE, "same"),
                 B[rows[0] : rows[1], cols[0] : cols[1]],
                 KERNEL_SHAPE, mode="valid", seed=tile_seed(7, i, j), progress_bar=False,
-                **FIT_OPTIONS,
+                prior="smooth", **FIT_OPTIONS,
             )  # fmt: skip
             np.testing.assert_array_equal(result.kernel.values[i, j], separate.kernel_draws)
             np.testing.assert_array_equal(
@@ -239,8 +239,8 @@ def test_killed_run_resumes_without_refitting_finished_tiles(tmp_path, jax_cache
     with persistent_compilation_cache(resumed_cache):
         separate = bk.fit(
             image_window(case.A, rows, cols, (5, 5), "same"), case.B[16:, 16:], (5, 5),
-            mode="valid", seed=tile_seed(0, 1, 1), progress_bar=False, method="map",
-            num_samples=50,
+            mode="valid", seed=tile_seed(0, 1, 1), progress_bar=False, prior="smooth",
+            method="map", num_samples=50,
         )  # fmt: skip
     np.testing.assert_array_equal(result.kernel.values[1, 1], separate.kernel_draws)
 
@@ -259,7 +259,7 @@ def test_several_exposures_and_masks_per_tile(jax_cache):
         separate = bk.fit(
             [image_window(a, (0, 24), (20, 40), (3, 3), "same") for a in A],
             [b[:, 20:40] for b in B], (3, 3), mode="valid", seed=tile_seed(0, 0, 1),
-            progress_bar=False, method="map", num_samples=20,
+            progress_bar=False, prior="smooth", method="map", num_samples=20,
         )  # fmt: skip
     np.testing.assert_array_equal(result.kernel.values[0, 1], separate.kernel_draws)
 

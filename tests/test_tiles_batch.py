@@ -64,8 +64,8 @@ def test_batched_map_draws_are_the_separate_fits_draws(map_pair, field):
         A, (rows.start, rows.stop), (cols.start, cols.stop), KERNEL_SHAPE, "same"
     )
     direct = bk.fit(
-        window, B[rows, cols], KERNEL_SHAPE, mode="valid", method="map", num_samples=200,
-        seed=bk.tiles.tile_seed(7, 1, 2), progress_bar=False,
+        window, B[rows, cols], KERNEL_SHAPE, mode="valid", prior="smooth", method="map",
+        num_samples=200, seed=bk.tiles.tile_seed(7, 1, 2), progress_bar=False,
     )  # fmt: skip
     np.testing.assert_allclose(kernels[1, 2], direct.kernel_draws, rtol=0, atol=1e-4 * scale)
 

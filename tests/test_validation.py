@@ -35,7 +35,9 @@ def data(rng):
 )
 def test_bad_input_gets_a_clear_error(data, change, error, message):
     A, B = data
-    kwargs = dict(A=A, B=B, kernel_shape=(3, 3), mode="same", method="map", progress_bar=False)
+    kwargs = dict(
+        A=A, B=B, kernel_shape=(3, 3), mode="same", prior="smooth", method="map", progress_bar=False
+    )
     kwargs.update(change)
     with pytest.raises(error, match=message):
         bk.fit(kwargs.pop("A"), kwargs.pop("B"), kwargs.pop("kernel_shape"), **kwargs)
@@ -47,32 +49,37 @@ def test_integer_and_bool_inputs_are_promoted(data):
         A.astype(bool),
         B.astype(np.float32),
         (3, 3),
+        prior="smooth",
         method="map",
         num_samples=10,
         progress_bar=False,
     )
     assert post.kernel_mean.dtype == np.float64
     post_int = bk.fit(
-        A.astype(np.int64), B, (3, 3), method="map", num_samples=10, progress_bar=False
-    )
+        A.astype(np.int64), B, (3, 3), prior="smooth", method="map", num_samples=10,
+        progress_bar=False,
+    )  # fmt: skip
     np.testing.assert_allclose(post_int.noise_sigma, post.noise_sigma, rtol=1e-4)
 
 
 def test_constant_B_warns(data):
     A, _ = data
     with pytest.warns(UserWarning, match="B is constant"):
-        bk.fit(A, np.ones((10, 10)), (3, 3), method="map", num_samples=5, progress_bar=False)
+        bk.fit(
+            A, np.ones((10, 10)), (3, 3), prior="smooth", method="map", num_samples=5,
+            progress_bar=False,
+        )  # fmt: skip
 
 
 def test_binary_flag_warns_for_a_non_binary_image():
     case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=0)
     scaled = case.A * 255.0
     with pytest.warns(bk.NotBinaryWarning, match=r"A was declared binary .* neither 0 nor 1"):
-        bk.fit(scaled, case.B * 255.0, (3, 3), method="map", num_samples=5, binary=True,
-               progress_bar=False)  # fmt: skip
+        bk.fit(scaled, case.B * 255.0, (3, 3), prior="smooth", method="map", num_samples=5,
+               binary=True, progress_bar=False)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        bk.fit(case.A, case.B, (3, 3), method="map", num_samples=5, binary=True,
+        bk.fit(case.A, case.B, (3, 3), prior="smooth", method="map", num_samples=5, binary=True,
                progress_bar=False)  # fmt: skip
 
 
@@ -80,7 +87,7 @@ def test_prior_dominated_problem_warns_in_words():
     # 64 noisy pixels for a 21x21 kernel: the data pin down a few of 441 directions.
     case = bk.simulate((8, 8), "gaussian", (21, 21), noise_sigma=0.5, seed=0)
     with pytest.warns(bk.PriorDominatedWarning, match="degrees of freedom") as record:
-        post = bk.fit(case.A, case.B, (21, 21), method="map", num_samples=5,
+        post = bk.fit(case.A, case.B, (21, 21), prior="smooth", method="map", num_samples=5,
                       progress_bar=False)  # fmt: skip
     effective = post.diagnostics["effective_parameters"]
     assert 0 < effective < 0.1 * 441
@@ -91,19 +98,19 @@ def test_prior_dominated_problem_warns_in_words():
 def test_thinning_keeps_num_samples_draws():
     case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=0)
     with pytest.raises(ValueError, match="thinning must be a positive integer"):
-        bk.fit(case.A, case.B, (3, 3), thinning=0)
+        bk.fit(case.A, case.B, (3, 3), prior="smooth", thinning=0)
     for method in ("nuts", "exact"):
-        post = bk.fit(case.A, case.B, (3, 3), method=method, num_warmup=30, num_samples=20,
-                      num_chains=1, thinning=3, progress_bar=False)  # fmt: skip
+        post = bk.fit(case.A, case.B, (3, 3), prior="smooth", method=method, num_warmup=30,
+                      num_samples=20, num_chains=1, thinning=3, progress_bar=False)  # fmt: skip
         assert post.kernel_draws.shape == (1, 20, 3, 3)
         assert post.noise_sigma_draws.shape == (1, 20)
 
 
 def test_hyper_scales_fix_the_hyperpriors():
     case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=0)
-    post = bk.fit(case.A, case.B, (3, 3), method="map", num_samples=5, hyper_scales=(0.2, 0.1),
-                  progress_bar=False)  # fmt: skip
+    post = bk.fit(case.A, case.B, (3, 3), prior="smooth", method="map", num_samples=5,
+                  hyper_scales=(0.2, 0.1), progress_bar=False)  # fmt: skip
     assert post.diagnostics["hyper_scales"] == {"noise": 0.2, "kernel": 0.1}
     for bad in ((0.2, -1.0), (0.2,), "big"):
         with pytest.raises(ValueError, match="hyper_scales must be"):
-            bk.fit(case.A, case.B, (3, 3), hyper_scales=bad)
+            bk.fit(case.A, case.B, (3, 3), prior="smooth", hyper_scales=bad)

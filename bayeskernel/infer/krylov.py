@@ -188,8 +188,8 @@ def krylov_summary(
         Probes of the stochastic Lanczos quadrature, and steps per probe.
     probes_run : int, optional
         Run only the first ``probes_run`` of the ``num_probes`` probes (a
-        multiple of the probe batch, 8): a cheaper, noisier summary that
-        :func:`add_probes` completes to exactly the full one.
+        multiple of the probe batch, 8; 0 for none): a cheaper, noisier
+        summary, which :func:`add_probes` completes to exactly the full one.
     progress : callable, optional
         Called with ``1`` after each Lanczos run (the data's, then each probe batch).
     """
@@ -210,7 +210,14 @@ def krylov_summary(
 
     # Log-determinant: stochastic Lanczos quadrature, fixed Rademacher probes.
     logdet_nodes, logdet_weights = _slq_nodes(
-        whitened, space, rng_key, num_probes, probe_steps, 0, probes_run or num_probes, progress
+        whitened,
+        space,
+        rng_key,
+        num_probes,
+        probe_steps,
+        0,
+        num_probes if probes_run is None else probes_run,
+        progress,
     )
     return KrylovSummary(
         logdet_nodes,

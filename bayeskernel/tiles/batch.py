@@ -44,6 +44,7 @@ import numpy as np
 from numpyro.infer.util import constrain_fn, potential_energy
 
 from bayeskernel._validation import check_fit_inputs
+from bayeskernel.api import DEFAULT_SAMPLES
 from bayeskernel.forward import make_operator
 from bayeskernel.infer._static import Static
 from bayeskernel.infer.collapsed import DENSE_AUTO_LIMIT, draw_layout
@@ -125,7 +126,10 @@ def _plan(task) -> tuple[_Plan | None, str]:
         return None, "noise_per_pair or binary"
     if options.get("solver", "auto") not in ("auto", "dense"):
         return None, f"solver={options.get('solver')!r}"
-    if not (_positive_int(options.get("num_samples")) and _positive_int(options.get("num_chains"))):
+    num_samples = options.get("num_samples")
+    if num_samples is None:  # fit's default for the route
+        num_samples = DEFAULT_SAMPLES["map" if method == "map" else "exact"]
+    if not (_positive_int(num_samples) and _positive_int(options.get("num_chains"))):
         return None, "num_samples or num_chains not a positive integer"
     try:
         prior = resolve_prior(options.get("prior", "smooth"), task.kernel_shape)
@@ -149,9 +153,7 @@ def _plan(task) -> tuple[_Plan | None, str]:
         except ValueError:
             return None, "hyper_scales invalid"
     chains = 1 if method == "map" else int(options["num_chains"])
-    plan = _Plan(
-        Static(prior), tuple(task.kernel_shape), method, chains, int(options["num_samples"])
-    )
+    plan = _Plan(Static(prior), tuple(task.kernel_shape), method, chains, int(num_samples))
     return plan, ""
 
 

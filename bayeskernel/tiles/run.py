@@ -19,12 +19,12 @@ from typing import Any, Literal
 import numpy as np
 
 from bayeskernel._validation import check_fit_inputs, check_kernel_shape
-from bayeskernel.forward import MODES, output_shape
-from bayeskernel.tiles.cache import (
+from bayeskernel.compilation_cache import (
     disable_compilation_cache,
     enable_compilation_cache,
     persistent_compilation_cache,
 )
+from bayeskernel.forward import MODES, output_shape
 from bayeskernel.tiles.grid import TileGrid, image_window, make_grid, tile_seed
 from bayeskernel.tiles.result import assemble
 from bayeskernel.tiles.store import STORE_FORMAT, TileStore, fingerprint
@@ -33,6 +33,8 @@ __all__ = ["TileTask", "fit_tile", "fit_tiles"]
 
 logger = logging.getLogger(__name__)
 
+# The kernel prior of fit_tiles unless a prior is given.
+TILE_PRIOR = "smooth"
 # Arguments of ``fit`` that fit_tiles sets itself, per tile.
 _SET_PER_TILE = ("A", "B", "kernel_shape", "mode", "mask", "seed", "progress_bar")
 
@@ -203,10 +205,12 @@ def _fit_options(options: dict) -> dict:
         if name not in parameters:
             known = sorted(set(parameters) - set(_SET_PER_TILE))
             raise TypeError(f"unexpected keyword argument {name!r}; fit options are {known}")
+    defaults = {name: parameter.default for name, parameter in parameters.items()}
+    # One model for every tile: fit's prior='auto' would give each tile its own
+    # mixture, which neither the batched route nor a comparison across tiles wants.
+    defaults["prior"] = TILE_PRIOR
     return {
-        name: options.get(name, parameter.default)
-        for name, parameter in parameters.items()
-        if name not in _SET_PER_TILE
+        name: options.get(name, defaults[name]) for name in parameters if name not in _SET_PER_TILE
     }
 
 
@@ -424,7 +428,9 @@ def fit_tiles(
     **fit_options
         Passed to :func:`bayeskernel.fit` for every tile: ``prior``,
         ``method``, ``num_samples``, ``num_warmup``, ``num_chains``,
-        ``noise_sigma``, ``kernel_scale``, ``draws_dtype``, ...
+        ``noise_sigma``, ``kernel_scale``, ``draws_dtype``, ... The prior
+        defaults to ``'smooth'`` here (``fit``'s ``'auto'`` would fit each
+        tile with its own model average).
 
     Returns
     -------

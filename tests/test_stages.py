@@ -1,0 +1,123 @@
+"""The exact route's stages, and the model average built on them."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayeskernel as bk
+import bayeskernel.averaging as averaging
+from bayeskernel.api import DEFAULT_SAMPLES
+from bayeskernel.forward import make_operator
+from bayeskernel.infer import krylov, progress, stages
+from bayeskernel.infer.common import prng_key
+from bayeskernel.infer.exact import observed_vector, whitened_operator
+from bayeskernel.model import HyperScales
+from bayeskernel.priors import resolve_prior
+
+
+def _count_calls(monkeypatch, module, name):
+    """Wrap ``module.name`` so that its calls are recorded; returns the record."""
+    calls = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_stages_compose_to_fit():
+    # Also fit's default number of draws for the exact route.
+    case = bk.simulate((24, 24), "gaussian", (5, 5), noise_sigma=0.05, seed=1)
+    direct = bk.fit(case.A, case.B, (5, 5), prior="smooth", seed=4, progress_bar=False)
+    with jax.enable_x64(True):
+        operator = make_operator(case.A, (5, 5), "same")
+        prior = resolve_prior("smooth", (5, 5))
+        scales = HyperScales(*direct.diagnostics["hyper_scales"].values())
+        probe_key, hyper_key, draw_key = stages.stage_keys(prng_key(4), True)
+        prepared = stages.prepare(operator, prior, jnp.asarray(case.B), probe_key)
+        hyper = stages.hyperparameter_posterior(prepared, scales, hyper_key)
+        sigma, scale, facts, _ = stages.draw_hyperparameters(hyper, 2, DEFAULT_SAMPLES["exact"])
+        kernels, _ = stages.draw_kernels(prepared, sigma, scale, draw_key)
+    assert hyper.log_evidence == direct.diagnostics["log_evidence"] == facts["log_evidence"]
+    np.testing.assert_array_equal(sigma, direct.noise_sigma_draws)
+    np.testing.assert_array_equal(kernels, direct.kernel_draws)
+
+
+def test_model_average_prepares_each_candidate_once_and_draws_only_the_winner(monkeypatch):
+    case = bk.simulate((32, 32), "gaussian", (7, 7), noise_sigma=0.05, seed=3)
+    prepared = _count_calls(monkeypatch, averaging, "prepare")
+    drawn = _count_calls(monkeypatch, averaging, "posterior_from_stages")
+    post = bk.fit(case.A, case.B, (7, 7), num_samples=50, progress_bar=False)  # prior='auto'
+    assert [args[1].name for args, _ in prepared] == ["smooth", "smooth2", "radial", "radial1"]
+    assert len(drawn) == 1 and drawn[0][0][0].prior.name == post.prior == "radial"
+    direct = bk.fit(case.A, case.B, (7, 7), prior="radial", num_samples=50, progress_bar=False)
+    np.testing.assert_array_equal(post.kernel_draws, direct.kernel_draws)
+
+
+def _krylov_problem():
+    case = bk.simulate((32, 32), "gaussian", (7, 7), noise_sigma=0.05, seed=3)
+    with jax.enable_x64(True):
+        operator = make_operator(case.A, (7, 7), "same")
+        whitened = whitened_operator(operator, resolve_prior("smooth", (7, 7)), None)
+        flat = observed_vector(jnp.asarray(case.B), None)
+    return case, operator, whitened, flat
+
+
+def test_a_screening_summary_completed_equals_the_full_summary():
+    _, operator, whitened, flat = _krylov_problem()
+    key = jax.random.PRNGKey(7)
+    with jax.enable_x64(True):
+        full = krylov.krylov_summary(whitened, flat, key)
+        part = krylov.krylov_summary(whitened, flat, key, probes_run=8)
+        assert part.logdet_nodes.shape[0] == 8
+        np.testing.assert_array_equal(part.logdet_nodes, full.logdet_nodes[:8])
+        done = krylov.add_probes(part, whitened, key)
+        np.testing.assert_array_equal(done.logdet_nodes, full.logdet_nodes)
+        np.testing.assert_array_equal(done.logdet_weights, full.logdet_weights)
+        prior = resolve_prior("smooth", (7, 7))
+        screened = stages.prepare(operator, prior, flat, key, solver="krylov", screening=True)
+        assert screened.screening and screened.summary.quad_nodes.shape[0] == min(
+            stages.SCREENING_STEPS, 49
+        )
+        with pytest.raises(ValueError, match="completed preparation"):
+            stages.draw_kernels(screened, np.ones((1, 2)), np.ones((1, 2)), key)
+        completed = stages.complete(screened)
+    assert not completed.screening
+    for field in ("logdet_nodes", "logdet_weights", "quad_nodes", "quad_weights", "ritz_vectors"):
+        np.testing.assert_array_equal(getattr(completed.summary, field), getattr(full, field))
+
+
+def test_a_krylov_candidate_far_behind_is_left_at_screening(monkeypatch):
+    # A motion streak: the radial profile is hundreds of nats behind the smooth
+    # priors, so its screening estimate suffices; close candidates are completed.
+    motion = bk.simulate((32, 32), "motion", (7, 7), noise_sigma=0.05, seed=3)
+    completed = _count_calls(monkeypatch, averaging, "complete")
+    post = bk.fit(motion.A, motion.B, (7, 7), prior=["smooth", "radial"],
+                  solver="krylov", num_samples=20, progress_bar=False)  # fmt: skip
+    facts = post.diagnostics
+    evidence, stderr = facts["prior_evidence"], facts["prior_evidence_stderr"]
+    best = max(evidence.values())
+    for name in facts["prior_screened"]:
+        bound = evidence[name] + averaging.SCREEN_SIGMAS * stderr[name] + averaging.SCREEN_MARGIN
+        assert bound < best and facts["prior_draws"][name] == 0
+    assert "radial" in facts["prior_screened"]
+    assert len(completed) == 2 - len(facts["prior_screened"])
+    # The winner was completed: its evidence and draws are those of a direct fit.
+    direct = bk.fit(motion.A, motion.B, (7, 7), prior=post.prior, solver="krylov",
+                    num_samples=20, progress_bar=False)  # fmt: skip
+    assert evidence[post.prior] == direct.diagnostics["log_evidence"]
+    np.testing.assert_array_equal(post.kernel_draws, direct.kernel_draws)
+
+
+def test_progress_bars_name_the_stages_and_are_silent_when_off(monkeypatch, capsys):
+    case = bk.simulate((16, 16), "gaussian", (5, 5), noise_sigma=0.05, seed=1)
+    bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=10, progress_bar=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=10, progress_bar=True)
+    err = capsys.readouterr().err
+    assert "exact smooth: decomposition" in err and "exact smooth: kernel draws" in err
