@@ -195,12 +195,15 @@ class Spectrum:
 def _gram(func, size: int, dtype) -> np.ndarray:
     """Dense matrix of a symmetric linear map given on batches of vectors."""
     out = np.empty((size, size))
-    for start in range(0, size, _GRAM_BATCH):
-        stop = min(size, start + _GRAM_BATCH)
+    # Equal batches (the last padded with zero vectors): one compiled shape.
+    num_batches = -(-size // _GRAM_BATCH)
+    batch = -(-size // num_batches)
+    for start in range(0, size, batch):
+        stop = min(size, start + batch)
         # Built in NumPy: a scatter on the device compiles a dozen small programs.
-        unit = np.zeros((stop - start, size), dtype)
+        unit = np.zeros((batch, size), dtype)
         unit[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        out[start:stop] = np.asarray(func(jnp.asarray(unit)))
+        out[start:stop] = np.asarray(func(jnp.asarray(unit)))[: stop - start]
     # Symmetric to rounding; LAPACK's dsyevd reads only the lower triangle, so no
     # symmetrised copy (two 0.8 GB temporaries on the motivating case).
     return out

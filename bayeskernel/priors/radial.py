@@ -120,11 +120,14 @@ class RadialPrior(LinearGaussianPrior):
         positive = eigenvalues[eigenvalues > 1e-12 * max(eigenvalues.max(), 1e-300)]
         delta = positive.min() if positive.size else 1.0
         covariance = np.linalg.inv(precision + delta * np.eye(knots.size))
-        # Normalise to an average kernel-entry variance of one.
-        interp = np.zeros((radii.size, knots.size))
-        interp[np.arange(radii.size), lower] += 1 - weight_upper
-        interp[np.arange(radii.size), upper] += weight_upper
-        entry_variance = np.einsum("ik,kl,il->i", interp, covariance, interp).mean()
+        # Normalise to an average kernel-entry variance of one. Each entry
+        # interpolates two knots, so its variance is a quadratic form in two.
+        a, b = 1 - weight_upper, weight_upper
+        entry_variance = np.mean(
+            a**2 * covariance[lower, lower]
+            + 2 * a * b * covariance[lower, upper]
+            + b**2 * covariance[upper, upper]
+        )
         factor = np.linalg.cholesky(covariance / entry_variance)
         object.__setattr__(self, "knots", knots)
         object.__setattr__(self, "_lower", lower)
