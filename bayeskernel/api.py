@@ -80,8 +80,10 @@ def fit(
     mode : {'same', 'full', 'valid'}
         Cropping, exactly as :func:`scipy.signal.convolve2d`.
     prior : str, KernelPrior or sequence of them
-        Kernel prior (see :mod:`bayeskernel.priors`): linear-Gaussian
-        ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
+        Kernel prior; default ``'auto'``, the model average below, which
+        answers most data without a choice (on the motivating case the radial
+        profile carries all the weight). Named (see :mod:`bayeskernel.priors`):
+        linear-Gaussian ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
         ``'smooth2_reflect'``, ``'iid'``, ``'radial'``, ``'radial1'``; parametric
         ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``,
         ``'lowrank_auto'`` (rank learned);
@@ -94,9 +96,11 @@ def fit(
         own fit; else ``prior`` reads e.g. ``'average(radial 0.806,
         radial1 0.194)'``. ``diagnostics`` has ``prior_evidence``, ``prior_weights`` and
         ``prior_draws``; its ``log_evidence`` is the average's, ``log mean_m
-        p(B | m)``. It costs each candidate's decomposition and
-        hyperparameter grid (a one-draw fit), and then a fit of each candidate
-        with draws for its share of them.
+        p(B | m)``. Each candidate is prepared once (its decomposition and
+        hyperparameter grid), a Krylov one first from a quarter of its probes
+        and completed only if it could carry weight (``prior_screened`` lists
+        those left at that stage); draws are made only from candidates with
+        weight.
     method : {'auto', 'exact', 'map', 'nuts', 'svi'}
         ``'auto'`` (default): ``'exact'`` for linear-Gaussian priors, ``'nuts'``
         otherwise. ``'exact'``: hyperparameters drawn from their collapsed

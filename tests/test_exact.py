@@ -188,7 +188,7 @@ def test_prior_auto_picks_the_highest_evidence_and_equals_that_fit():
     assert chosen.prior == "smooth"
     assert chosen.diagnostics["prior_weights"]["smooth"] > 1 - 1e-12
     # The Krylov solver's evidence is stochastic (probes): the seed fixes it,
-    # so a one-draw score equals the evidence of a full fit with that seed.
+    # so a completed candidate's score equals the evidence of a direct fit.
     krylov = bk.fit(motion.A, motion.B, (7, 7), prior=["smooth", "smooth2"], solver="krylov",
                     num_samples=20, progress_bar=False)  # fmt: skip
     direct = bk.fit(motion.A, motion.B, (7, 7), prior="smooth2", solver="krylov",
