@@ -35,6 +35,19 @@ def test_chains_that_disagree_are_reported_with_what_to_try(rng):
     assert "noise sd" in warning and "run longer" in warning
 
 
+def test_r_hat_is_not_judged_for_independent_draws(rng):
+    # The grid sampler's chains are a split of one independent sample: a large
+    # r_hat there is chance, and the model average is built on the same draws.
+    sigma = rng.uniform(1, 2, (2, 500))
+    sigma[1] += 1.0
+    scale = rng.uniform(1, 2, (2, 500))
+    for facts in ({"hyper_sampler": "grid"}, {"prior_weights": {"radial": 1.0}}):
+        posterior = _posterior(rng, sigma=sigma, scale=scale, diagnostics=facts)
+        assert [w for w in diagnose(posterior) if "r_hat" in w] == []
+    posterior = _posterior(rng, sigma=sigma, scale=scale, diagnostics={"hyper_sampler": "nuts"})
+    assert [w for w in diagnose(posterior) if "r_hat" in w] != []
+
+
 def test_low_ess_is_reported(rng):
     # A random walk: strongly autocorrelated, a handful of effective draws.
     walk = np.cumsum(rng.normal(size=(2, 200)), axis=1)

@@ -192,8 +192,11 @@ class Spectrum:
     num_observed: int
 
 
-def _gram(func, size: int, dtype) -> np.ndarray:
-    """Dense matrix of a symmetric linear map given on batches of vectors."""
+def _gram(func, size: int, dtype, progress=None) -> np.ndarray:
+    """Dense matrix of a symmetric linear map given on batches of vectors.
+
+    ``progress``, if given, is called with ``1`` after each batch.
+    """
     out = np.empty((size, size))
     # Equal batches (the last padded with zero vectors): one compiled shape.
     num_batches = -(-size // _GRAM_BATCH)
@@ -204,6 +207,8 @@ def _gram(func, size: int, dtype) -> np.ndarray:
         unit = np.zeros((batch, size), dtype)
         unit[np.arange(stop - start), np.arange(start, stop)] = 1.0
         out[start:stop] = np.asarray(func(jnp.asarray(unit)))[: stop - start]
+        if progress is not None:
+            progress(1)
     # Symmetric to rounding; LAPACK's dsyevd reads only the lower triangle, so no
     # symmetrised copy (two 0.8 GB temporaries on the motivating case).
     return out
@@ -241,12 +246,16 @@ def _latent_transpose(prior: Static, kernels: jax.Array) -> jax.Array:
 
 
 def decompose(
-    whitened: WhitenedOperator, observed: jax.Array, gram: np.ndarray | None = None
+    whitened: WhitenedOperator,
+    observed: jax.Array,
+    gram: np.ndarray | None = None,
+    progress=None,
 ) -> Spectrum:
     """Eigendecompose ``W^T W`` or ``W W^T`` (the smaller) for the data ``B``.
 
     ``gram``: ``W^T W`` when already known (:func:`kernel_gram`); otherwise it is
-    built by applying ``W^T W`` to unit vectors.
+    built by applying ``W^T W`` to unit vectors. ``progress``, if given, is
+    called with ``1`` after each batch of those and after the eigendecomposition.
 
     Raises
     ------
@@ -265,15 +274,19 @@ def decompose(
     dtype = jnp.result_type(float)
     if p <= n:
         if gram is None:
-            gram = _gram(lambda e: whitened.transpose(whitened.apply(e)), p, dtype)
+            gram = _gram(lambda e: whitened.transpose(whitened.apply(e)), p, dtype, progress)
         eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
+        if progress is not None:
+            progress(1)
         latent_projection = basis.T @ np.asarray(whitened.transpose(jnp.asarray(data)))
         return kernel_space_spectrum(
             eigenvalues, basis, latent_projection, data,
             lambda coeff: np.asarray(whitened.apply(jnp.asarray(coeff))), np,
         )  # fmt: skip
-    gram = _gram(lambda e: whitened.apply(whitened.transpose(e)), n, dtype)
+    gram = _gram(lambda e: whitened.apply(whitened.transpose(e)), n, dtype, progress)
     eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
+    if progress is not None:
+        progress(1)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     projection = basis.T @ data
     return Spectrum(eigenvalues, projection**2, 0.0, basis, None, "data", n)

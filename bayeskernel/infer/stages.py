@@ -239,7 +239,8 @@ def prepare(
         Krylov only: run :data:`SCREENING_PROBES` of the log-determinant's
         probes; :func:`complete` adds the rest.
     progress : callable, optional
-        Called with a count of finished Lanczos runs (Krylov).
+        Called with a count of finished pieces: Lanczos runs (Krylov), batches
+        of the dense matrix and its eigendecomposition (dense).
     """
     start = time.perf_counter()
     whitened = whitened_operator(operator, prior, mask)
@@ -260,7 +261,7 @@ def prepare(
         ):
             operators = operator if isinstance(operator, tuple) else (operator,)
             gram = kernel_gram(operators, prior)
-        summary = decompose(whitened, flat, gram)
+        summary = decompose(whitened, flat, gram, progress)
         facts["gram_build"] = "normal matrix" if gram is not None else "operator columns"
         # The marginal likelihood needs the spectrum, not the eigenvectors.
         terms = replace(summary, basis=None, latent_projection=None)
