@@ -137,6 +137,13 @@ def fit_model_average(
             raise ValueError(f"two prior candidates are both named {name!r}")
     start = time.perf_counter()
     probe_key, hyper_key, draw_key = stage_keys(rng_key, True)
+
+    def score(prepared) -> _Candidate:
+        hyper = hyperparameter_posterior(
+            prepared, scales, hyper_key, noise_sigma=noise_sigma, kernel_scale=kernel_scale
+        )
+        return _Candidate(prepared, hyper, hyper_key)
+
     candidates = []
     with Progress(progress_bar, "prior='auto'") as progress:
         for prior in priors:
@@ -145,13 +152,7 @@ def fit_model_average(
                 operator, prior, observed, probe_key, mask=mask, solver=solver, screening=True,
                 progress=progress.advance,
             )  # fmt: skip
-            candidates.append(
-                _Candidate(
-                    prepared,
-                    _hyper(prepared, scales, hyper_key, noise_sigma, kernel_scale),
-                    hyper_key,
-                )
-            )
+            candidates.append(score(prepared))
         # Complete the screened candidates that could carry weight, best first.
         while True:
             best = max(c.evidence - SCREEN_SIGMAS * c.stderr for c in candidates)
@@ -164,12 +165,8 @@ def fit_model_average(
                 break
             chosen = max(open_, key=lambda c: c.evidence)
             progress.stage(f"completing {chosen.name}")
-            prepared = complete(chosen.prepared, progress=progress.advance)
-            index = candidates.index(chosen)
-            candidates[index] = _Candidate(
-                prepared, _hyper(prepared, scales, hyper_key, noise_sigma, kernel_scale),
-                hyper_key,
-            )  # fmt: skip
+            completed = complete(chosen.prepared, progress=progress.advance)
+            candidates[candidates.index(chosen)] = score(completed)
         seconds_scoring = time.perf_counter() - start
 
         values = np.array([c.evidence for c in candidates])
@@ -243,10 +240,4 @@ def fit_model_average(
         prior=mixture_label({names[i]: float(weights[i]) for i in drawn}),
         mode=first.mode,
         diagnostics=diagnostics,
-    )
-
-
-def _hyper(prepared, scales, hyper_key, noise_sigma, kernel_scale):
-    return hyperparameter_posterior(
-        prepared, scales, hyper_key, noise_sigma=noise_sigma, kernel_scale=kernel_scale
     )

@@ -121,3 +121,30 @@ def test_progress_bars_name_the_stages_and_are_silent_when_off(monkeypatch, caps
     bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=10, progress_bar=True)
     err = capsys.readouterr().err
     assert "exact smooth: decomposition" in err and "exact smooth: kernel draws" in err
+
+
+def test_single_precision_products_move_krylov_draws_far_less_than_their_mc_error():
+    # Kernel draws by conjugate gradients use float32 FFT products; the draws
+    # must match float64 products' (same keys) to a tiny fraction of a
+    # posterior sd, against a Monte Carlo error of sd / sqrt(N) of the mean.
+    _, _, whitened, flat = _krylov_problem()
+    key = jax.random.PRNGKey(3)
+    with jax.enable_x64(True):
+        summary = krylov.krylov_summary(whitened, flat, key)
+        sigma, scale = jnp.full((64,), 0.05), jnp.full((64,), 0.02)
+        exact, _, _ = krylov.krylov_draws(key, summary, whitened, flat, sigma, scale)
+        single = krylov.single_precision(whitened)
+        assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(single)} <= {
+            jnp.dtype("float32"),
+            jnp.dtype("complex64"),
+            jnp.dtype("int64"),
+            jnp.dtype("int32"),
+        }
+        mixed, _, residual = krylov.krylov_draws(
+            key, summary, whitened, flat, sigma, scale, products=single
+        )
+    exact, mixed = np.asarray(exact), np.asarray(mixed)
+    sd = exact.std(axis=0)
+    assert not np.array_equal(mixed, exact)  # the float32 products were used
+    assert np.max(np.abs(mixed - exact) / sd) < 1e-3  # MC error of a 500-draw mean: 0.045 sd
+    assert np.max(np.asarray(residual)) <= krylov.CG_RTOL

@@ -50,6 +50,7 @@ from bayeskernel.infer.krylov import (
     krylov_log_marginal_likelihood,
     krylov_summary,
     log_det_error,
+    single_precision,
 )
 from bayeskernel.model import HyperScales, collapsed_model
 from bayeskernel.priors import LinearGaussianPrior
@@ -436,6 +437,7 @@ def draw_kernels(
     out = np.empty((padded,) + shape, dtype=dtype)
     # Device arrays once: the dense basis can be hundreds of MB.
     summary = jax.tree_util.tree_map(jnp.asarray, prepared.summary)
+    products = single_precision(prepared.whitened) if prepared.solver == "krylov" else None
     stats = []
     keys = jax.random.split(draw_key, num_batches)
     for i in range(num_batches):
@@ -443,6 +445,7 @@ def draw_kernels(
         kernels, block_stats = _draw_block(
             prepared.solver, keys[i], jnp.asarray(sigma_flat[block]),
             jnp.asarray(scale_flat[block]), summary, prepared.whitened, prepared.observed,
+            products,
         )  # fmt: skip
         out[block] = np.asarray(kernels)
         stats.append({k: np.asarray(v) for k, v in block_stats.items()})
@@ -545,12 +548,14 @@ def draw_layout(total: int, solver: str = "dense") -> tuple[int, int]:
 # Module level, with the data as arguments: compiled once per prior, solver and
 # shape, then reused by later fits.
 @partial(jax.jit, static_argnums=0)
-def _draw_block(solver, key, sigma, scale, summary, whitened, observed):
+def _draw_block(solver, key, sigma, scale, summary, whitened, observed, products=None):
     if solver == "dense":
         latent = conditional_draws(key, summary, whitened, observed, sigma, scale)
         stats = {}
     else:
-        latent, count, residual = krylov_draws(key, summary, whitened, observed, sigma, scale)
+        latent, count, residual = krylov_draws(
+            key, summary, whitened, observed, sigma, scale, products=products
+        )
         stats = {"iterations": count, "residual": residual}
     return scale[:, None, None] * whitened.prior.to_kernel(latent), stats
 
