@@ -47,6 +47,10 @@ def check_kernel_shape(kernel_shape) -> tuple[int, int]:
 def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None):
     """Check and convert the data of a fit.
 
+    A masked ``B`` (:mod:`numpy.ma`) leaves its masked pixels out, as NaN and
+    ``mask`` do; a masked ``A`` with masked values is refused (the input must
+    be known everywhere).
+
     Returns
     -------
     image, observed : float64 ndarray
@@ -57,8 +61,19 @@ def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None):
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    image = _as_float_2d("A", image)
-    observed = _as_float_2d("B", observed)
+    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():
+        raise ValueError(
+            f"A is a masked array with {int(np.ma.count_masked(image))} masked value(s): the "
+            "input image must be fully known; fill them (A.filled(value)) if they are known"
+        )
+    image = _as_float_2d("A", np.ma.getdata(image))
+    if np.ma.isMaskedArray(observed):
+        # Masked pixels are unobserved, exactly as NaN or mask= mark them.
+        hidden = np.ma.getmaskarray(observed)
+        observed = _as_float_2d("B", np.ma.getdata(observed))
+        observed = np.where(hidden, np.nan, observed)
+    else:
+        observed = _as_float_2d("B", observed)
     kernel_shape = check_kernel_shape(kernel_shape)
     if not np.all(np.isfinite(image)):
         raise ValueError("A contains NaN or inf; the input image must be fully known")

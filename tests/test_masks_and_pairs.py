@@ -147,3 +147,34 @@ def test_one_noise_sd_per_pair(tmp_path):
             bk.fit(A, B, (5, 5), prior="smooth", noise_per_pair=True, **wrong)
     with pytest.raises(ValueError, match="needs several image pairs"):
         bk.fit(A[0], B[0], (5, 5), prior="smooth", noise_per_pair=True)
+
+
+def test_a_masked_array_b_leaves_its_masked_pixels_out(tmp_path):
+    # numpy.ma: the masked pixels hold wild values; they must not reach the fit.
+    case = bk.simulate((20, 20), "gaussian", (5, 5), noise_sigma=0.05, seed=4)
+    hidden = np.zeros(case.B.shape, bool)
+    hidden[3:7, 5:12] = True
+    wild = np.ma.masked_array(np.where(hidden, 1e6, case.B), mask=hidden)
+    options = dict(prior="smooth", num_samples=20, seed=1, progress_bar=False)
+    masked = bk.fit(case.A, wild, (5, 5), **options)
+    explicit = bk.fit(case.A, case.B, (5, 5), mask=~hidden, **options)
+    np.testing.assert_array_equal(masked.kernel_draws, explicit.kernel_draws)
+    assert np.abs(masked.kernel_mean).max() < 1.0  # the 1e6 would give ~1e5
+    tiles = bk.fit_tiles(case.A, wild, (5, 5), tile_shape=20, client="sync",
+                         compilation_cache=False, method="map", num_samples=5,
+                         seed=1)  # fmt: skip
+    reference = bk.fit_tiles(case.A, case.B, (5, 5), mask=~hidden, tile_shape=20,
+                             client="sync", compilation_cache=False, method="map",
+                             num_samples=5, seed=1)  # fmt: skip
+    np.testing.assert_array_equal(tiles.kernel.values, reference.kernel.values)
+
+
+def test_a_masked_array_a_with_masked_values_is_refused():
+    case = bk.simulate((16, 16), "gaussian", (3, 3), noise_sigma=0.05, seed=4)
+    A = np.ma.masked_array(case.A, mask=np.eye(16, dtype=bool))
+    with pytest.raises(ValueError, match=r"^A is a masked array with 16 masked value\(s\)"):
+        bk.fit(A, case.B, (3, 3), prior="smooth", progress_bar=False)
+    # A masked array with nothing masked is just an array.
+    unmasked = np.ma.masked_array(case.A, mask=False)
+    post = bk.fit(unmasked, case.B, (3, 3), prior="smooth", num_samples=5, progress_bar=False)
+    assert post.kernel_draws.shape == (2, 5, 3, 3)
