@@ -154,10 +154,11 @@ def fit(
         Say that ``A`` is a 0/1 pattern: a :class:`NotBinaryWarning` is given if
         it is not (an 8-bit image scaled 0..255, interpolation artefacts, a
         pattern read with the wrong threshold). Any real ``A`` is still fitted.
-    seed : int or jax PRNGKey
-        Same seed, same result.
+    seed : int, jax key or numpy.random.Generator
+        Same seed, same result: an integer in ``[0, 2**64)``, a JAX key (raw
+        or typed), or a NumPy generator from which one integer seed is drawn.
     progress_bar : bool
-    draws_dtype : dtype
+    draws_dtype : floating dtype
         Storage dtype of the kernel draws (float32 halves memory).
 
     Returns
@@ -179,6 +180,14 @@ def fit(
     ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        floating = np.issubdtype(np.dtype(draws_dtype), np.floating)
+    except TypeError:
+        floating = False
+    if not floating:
+        raise TypeError(
+            f"draws_dtype must be a floating dtype (np.float32 or np.float64), got {draws_dtype!r}"
+        )
     candidates = None
     if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):
         candidates = _check_candidates(AUTO_PRIORS if prior == "auto" else prior, arguments)

@@ -131,6 +131,11 @@ def compare(
 
     if method not in ("loo", "evidence"):
         raise ValueError(f"method must be 'loo' or 'evidence', got {method!r}")
+    if not isinstance(posteriors, Mapping):
+        raise TypeError(
+            "posteriors must be a mapping of name -> KernelPosterior, e.g. "
+            f"{{'smooth': p, 'radial': q}}; got {type(posteriors).__name__}"
+        )
     if len(posteriors) < 2:
         raise ValueError("compare needs at least two posteriors")
     _check_same_data(posteriors)

@@ -110,8 +110,7 @@ class KernelPosterior:
         -------
         lower, upper : (P, Q) ndarray
         """
-        if not 0 < prob < 1:
-            raise ValueError(f"prob must lie strictly between 0 and 1, got {prob!r}")
+        _check_prob(prob)
         if kind == "eti":
             lower, upper = np.quantile(
                 self._flat_kernels(), [(1 - prob) / 2, (1 + prob) / 2], axis=0
@@ -139,6 +138,7 @@ class KernelPosterior:
 
     def noise_sigma_interval(self, prob: float = 0.95) -> tuple:
         """Equal-tailed credible interval of the noise sd (arrays when per pair)."""
+        _check_prob(prob)
         if self.noise_per_pair:
             flat = self.noise_sigma_draws.reshape(-1, self.noise_sigma_draws.shape[-1])
             lower, upper = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
@@ -290,3 +290,9 @@ def _plain(value) -> float | list[float]:
 
 def _is_plain(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def _check_prob(prob) -> None:
+    """Interval probabilities lie strictly between 0 and 1."""
+    if not (isinstance(prob, (int, float, np.floating)) and 0 < prob < 1):
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob!r}")

@@ -31,6 +31,12 @@ def data(rng):
         (dict(noise_sigma=-1.0), ValueError, "noise_sigma must be a positive"),
         (dict(num_samples=0), ValueError, "num_samples must be a positive integer"),
         (dict(mask=np.ones((10, 10))), TypeError, "mask must be a boolean array"),
+        (dict(seed=-1), ValueError, r"seed must be an integer in \[0, 2\*\*64\)"),
+        (dict(seed=2**70), ValueError, r"seed must be an integer in \[0, 2\*\*64\)"),
+        (dict(seed=1.5), TypeError, "seed must be an integer, a JAX key"),
+        (dict(seed=True), TypeError, "seed must be an integer or a JAX key"),
+        (dict(draws_dtype=int), TypeError, "draws_dtype must be a floating dtype"),
+        (dict(draws_dtype="cheese"), TypeError, "draws_dtype must be a floating dtype"),
     ],
 )
 def test_bad_input_gets_a_clear_error(data, change, error, message):
@@ -114,3 +120,31 @@ def test_hyper_scales_fix_the_hyperpriors():
     for bad in ((0.2, -1.0), (0.2,), "big"):
         with pytest.raises(ValueError, match="hyper_scales must be"):
             bk.fit(case.A, case.B, (3, 3), prior="smooth", hyper_scales=bad)
+
+
+def test_seeds_of_every_kind_give_the_same_result_as_the_key_they_stand_for(data):
+    import jax
+
+    A, B = data
+    options = dict(prior="smooth", method="map", num_samples=5, progress_bar=False)
+    by_int = bk.fit(A, B, (3, 3), seed=7, **options)
+    for seed in (np.int64(7), jax.random.PRNGKey(7), jax.random.key(7)):
+        again = bk.fit(A, B, (3, 3), seed=seed, **options)
+        np.testing.assert_array_equal(again.kernel_draws, by_int.kernel_draws)
+    # A NumPy generator: one integer seed is drawn from it (same generator state,
+    # same result).
+    first = bk.fit(A, B, (3, 3), seed=np.random.default_rng(1), **options)
+    second = bk.fit(A, B, (3, 3), seed=np.random.default_rng(1), **options)
+    np.testing.assert_array_equal(first.kernel_draws, second.kernel_draws)
+
+
+def test_interval_probabilities_and_compare_inputs_are_checked(data):
+    A, B = data
+    post = bk.fit(A, B, (3, 3), prior="smooth", num_samples=5, progress_bar=False)
+    for prob in (-0.1, 0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="prob must lie strictly between 0 and 1"):
+            post.noise_sigma_interval(prob)
+        with pytest.raises(ValueError, match="prob must lie strictly between 0 and 1"):
+            post.interval(prob)
+    with pytest.raises(TypeError, match="posteriors must be a mapping of name -> KernelPosterior"):
+        bk.compare([post, post])

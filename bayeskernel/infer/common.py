@@ -19,10 +19,36 @@ __all__ = [
 
 
 def prng_key(seed) -> jax.Array:
-    """``fit``'s random key: from an int seed (built with 64-bit integers, so seeds
-    of 2**32 and more stay distinct) or a given JAX key."""
-    with jax.enable_x64(True):
-        return jax.random.PRNGKey(seed) if np.ndim(seed) == 0 else jnp.asarray(seed)
+    """``fit``'s random key from its ``seed``.
+
+    An integer in ``[0, 2**64)`` (built with 64-bit integers, so seeds of 2**32
+    and more stay distinct); a JAX key, raw (``jax.random.PRNGKey``) or typed
+    (``jax.random.key``); or a :class:`numpy.random.Generator`, from which one
+    integer seed is drawn (as scikit-image takes ``rng``).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Anything else, with a one-line message naming ``seed``.
+    """
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(2**63))
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an integer or a JAX key, got {seed!r}")
+    if isinstance(seed, (int, np.integer)):
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        with jax.enable_x64(True):
+            return jax.random.PRNGKey(np.uint64(seed))
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        seed = jax.random.key_data(seed)
+    array = np.asarray(seed) if isinstance(seed, (jax.Array, np.ndarray)) else None
+    if array is None or array.dtype != np.uint32 or array.shape != (2,):
+        raise TypeError(
+            "seed must be an integer, a JAX key (jax.random.PRNGKey or jax.random.key) or "
+            f"a numpy.random.Generator, got {type(seed).__name__}"
+        )
+    return jnp.asarray(array)
 
 
 def numpy_generator(key: jax.Array) -> np.random.Generator:
