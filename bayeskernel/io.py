@@ -280,8 +280,13 @@ def load(path: str | os.PathLike) -> KernelPosterior:
         if sample_stats is not None
         else {}
     )
-    image = idata.constant_data["A"].values if "constant_data" in idata.groups() else None
-    observed = idata.observed_data["B"].values if "observed_data" in idata.groups() else None
+    image = _data(idata, "constant_data", "A")
+    observed = _data(idata, "observed_data", "B")
+    # A parametric prior's named parameters (e.g. a Gaussian's width) beside the kernel.
+    parameters = {
+        name: np.asarray(values) for name, values in posterior.data_vars.items()
+        if name not in needed
+    }  # fmt: skip
     return KernelPosterior(
         kernel_draws=posterior["kernel"].values,
         noise_sigma_draws=posterior["noise_sigma"].values,
@@ -291,6 +296,21 @@ def load(path: str | os.PathLike) -> KernelPosterior:
         mode=str(attrs.get("mode", "same")),
         diagnostics=json.loads(attrs.get(_DIAGNOSTICS_ATTR, "{}")),
         sample_stats=stats,
+        parameter_draws=parameters,
         image=image,
         observed=observed,
     )
+
+
+def _data(idata, group: str, name: str):
+    """One pair's array ``name``, several pairs' ``name_0, name_1, ...`` as a list, or None."""
+    if group not in idata.groups():
+        return None
+    variables = idata[group].data_vars
+    if name in variables:
+        return variables[name].values
+    numbered = sorted(
+        (int(key.rsplit("_", 1)[1]), key) for key in variables
+        if key.startswith(f"{name}_") and key.rsplit("_", 1)[1].isdigit()
+    )  # fmt: skip
+    return [variables[key].values for _, key in numbered] or None

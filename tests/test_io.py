@@ -196,6 +196,33 @@ def test_round_trip_keeps_chains_and_sample_stats(tmp_path, rng):
     assert loaded.mode == "valid"
 
 
+def test_round_trip_of_several_pairs_keeps_each_pair(tmp_path):
+    first = bk.simulate((16, 16), "gaussian", (5, 5), noise_sigma=0.05, seed=1)
+    second = bk.simulate((12, 14), "gaussian", (5, 5), noise_sigma=0.05, seed=2)
+    post = bk.fit([first.A, second.A], [first.B, second.B], (5, 5), prior="smooth",
+                  num_samples=5, progress_bar=False)  # fmt: skip
+    loaded = load(save(post, tmp_path / "pairs.nc"))
+    assert isinstance(loaded.image, list) and len(loaded.image) == 2
+    for got, want in zip(loaded.image, [first.A, second.A], strict=True):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(loaded.observed, [first.B, second.B], strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(loaded.kernel_draws, post.kernel_draws)
+
+
+def test_round_trip_keeps_parameter_draws(tmp_path, rng):
+    width = rng.uniform(1, 2, (2, 10))
+    original = bk.KernelPosterior(
+        kernel_draws=rng.normal(size=(2, 10, 3, 3)),
+        noise_sigma_draws=rng.uniform(1, 2, (2, 10)),
+        kernel_scale_draws=rng.uniform(1, 2, (2, 10)),
+        method="nuts", prior="gaussian", mode="same", parameter_draws={"width": width},
+    )  # fmt: skip
+    loaded = load(save(original, tmp_path / "p.nc"))
+    assert set(loaded.parameter_draws) == {"width"}
+    np.testing.assert_array_equal(loaded.parameter_draws["width"], width)
+
+
 def test_load_refuses_what_is_not_a_posterior(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load(tmp_path / "missing.nc")
