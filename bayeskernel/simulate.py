@@ -82,7 +82,22 @@ def make_kernel(family: str, shape: tuple[int, int], **params) -> np.ndarray:
     """
     if family not in KERNELS:
         raise ValueError(f"family must be one of {sorted(KERNELS)}, got {family!r}")
-    return KERNELS[family](check_kernel_shape(shape), **params)
+    for name in ("width", "width_col", "radius", "length"):
+        value = params.get(name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if "angle" in params and not np.isfinite(params["angle"]):
+        raise ValueError(f"angle must be a finite number, got {params['angle']!r}")
+    shape = check_kernel_shape(shape)
+    with np.errstate(divide="ignore", invalid="ignore"):  # checked just below
+        kernel = KERNELS[family](shape, **params)
+    if not (np.all(np.isfinite(kernel)) and np.any(kernel)):
+        # e.g. a disk whose radius reaches no pixel centre: the normalisation is 0/0.
+        raise ValueError(
+            f"a {family!r} kernel of shape {shape} with {params or 'the default parameters'} "
+            "has no nonzero entry; give a larger kernel_shape or other parameters"
+        )
+    return kernel
 
 
 @dataclass(frozen=True)
@@ -127,12 +142,18 @@ def simulate(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0 < density <= 1:
         raise ValueError(f"density must lie in (0, 1], got {density!r}")
+    if not (np.isfinite(noise_sigma) and noise_sigma >= 0):
+        raise ValueError(f"noise_sigma must be a non-negative finite number, got {noise_sigma!r}")
     rng = np.random.default_rng(seed)
     if isinstance(kernel, str):
         if kernel_shape is None:
             raise ValueError("kernel_shape is required when kernel is a family name")
         kernel = make_kernel(kernel, kernel_shape, **kernel_params)
     kernel = np.asarray(kernel, dtype=float)
+    if kernel.ndim != 2 or kernel.size == 0 or not np.all(np.isfinite(kernel)):
+        raise ValueError(
+            f"kernel must be a non-empty 2D array of finite numbers, got shape {kernel.shape}"
+        )
     image = rng.binomial(1, density, size=tuple(image_shape)).astype(float)
     output_shape(image.shape, kernel.shape, mode)  # validates shapes for the mode
     blurred = oaconvolve(image, kernel, mode=mode)

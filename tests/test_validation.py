@@ -148,3 +148,20 @@ def test_interval_probabilities_and_compare_inputs_are_checked(data):
             post.interval(prob)
     with pytest.raises(TypeError, match="posteriors must be a mapping of name -> KernelPosterior"):
         bk.compare([post, post])
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(kernel="disk", kernel_shape=(2, 9)), "has no nonzero entry"),
+        (dict(kernel="gaussian", kernel_shape=(5, 5), width=0), "width must be a positive"),
+        (dict(kernel="disk", kernel_shape=(5, 5), radius=-1), "radius must be a positive"),
+        (dict(kernel="motion", kernel_shape=(5, 5), angle=np.nan), "angle must be a finite"),
+        (dict(kernel="gaussian", kernel_shape=(5, 5), noise_sigma=np.nan), "noise_sigma must be"),
+        (dict(kernel=np.zeros((0, 3))), "kernel must be a non-empty 2D array"),
+        (dict(kernel=np.full((3, 3), np.nan)), "kernel must be a non-empty 2D array"),
+    ],
+)
+def test_simulate_refuses_what_would_make_nan_data(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bk.simulate((16, 16), **kwargs)
