@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -36,6 +37,10 @@ METHODS = ("auto", "exact", "map", "nuts", "svi")
 # which ArviZ's summaries are reliable, at half the cost of 500 (kernel draws
 # are most of a large Krylov fit). NUTS draws are correlated: 500 per chain.
 DEFAULT_SAMPLES = {"exact": 250, "map": 250, "nuts": 500, "svi": 500}
+# Kernel entries per observed pixel beyond which the data cannot constrain the
+# kernel: three orders of magnitude (the motivating case has 4, a radial prior's
+# knots far fewer); beyond it only the prior speaks, at great cost.
+MAX_ENTRIES_PER_PIXEL = 1000
 # prior="auto": candidates averaged over, weighted by the exact marginal likelihood.
 AUTO_PRIORS = ("smooth", "smooth2", "radial", "radial1")
 
@@ -236,6 +241,7 @@ def fit(
     if num_samples is None:
         num_samples = DEFAULT_SAMPLES[method]
     seen = [b if m is None else b[m] for _, b, _, m in pairs]
+    _check_sizes(kernel_shape, sum(v.size for v in seen), num_chains, num_samples, draws_dtype)
     if hyper_scales is None:
         scales = default_hyper_scales(
             np.concatenate([a.ravel() for a, *_ in pairs]),
@@ -309,6 +315,38 @@ def fit(
         posterior.image = [a for a, _ in restored]
         posterior.observed = [b for _, b in restored]
     return posterior
+
+
+def _check_sizes(kernel_shape, num_observed, num_chains, num_samples, draws_dtype) -> None:
+    """Refuse, before any work, what cannot fit in memory or be constrained by the data."""
+    entries = kernel_shape[0] * kernel_shape[1]
+    if entries > MAX_ENTRIES_PER_PIXEL * num_observed:
+        side = int(np.sqrt(MAX_ENTRIES_PER_PIXEL * num_observed))
+        raise ValueError(
+            f"kernel_shape {tuple(kernel_shape)} has {entries:,} entries for {num_observed:,} "
+            f"observed pixels ({entries / num_observed:,.0f} per pixel); the data cannot "
+            f"constrain it: at most {MAX_ENTRIES_PER_PIXEL} entries per pixel (e.g. "
+            f"kernel_shape ({side}, {side}))"
+        )
+    draws = num_chains * num_samples
+    size = draws * entries * np.dtype(draws_dtype).itemsize
+    limit = _memory_bytes() // 2
+    if size > limit:
+        fits = max(1, limit // (entries * np.dtype(draws_dtype).itemsize * num_chains))
+        raise ValueError(
+            f"num_samples={num_samples} x num_chains={num_chains} draws of a "
+            f"{kernel_shape[0]}x{kernel_shape[1]} kernel need {size / 2**30:,.1f} GiB "
+            f"({np.dtype(draws_dtype).name}); half this machine's memory is "
+            f"{limit / 2**30:,.1f} GiB: at most num_samples={fits} per chain"
+        )
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (64 GiB where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 64 * 2**30
 
 
 def _check_candidates(candidates, arguments: dict) -> list:

@@ -36,6 +36,8 @@ def data(rng):
         (dict(seed=1.5), TypeError, "seed must be an integer, a JAX key"),
         (dict(seed=True), TypeError, "seed must be an integer or a JAX key"),
         (dict(draws_dtype=int), TypeError, "draws_dtype must be a floating dtype"),
+        (dict(num_samples=10**12), ValueError, r"need [\d,.]+ GiB .*at most num_samples="),
+        (dict(kernel_shape=(400, 400)), ValueError, r"160,000 entries for 100 observed pixels"),
         (dict(draws_dtype="cheese"), TypeError, "draws_dtype must be a floating dtype"),
     ],
 )
