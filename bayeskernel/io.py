@@ -7,7 +7,8 @@ Input formats, chosen by the file's extension:
 ``.npz``               NumPy archive; ``key`` picks the array
 ``.csv .txt .dat``     numbers in rows, separated by commas or whitespace
 ``.tsv``
-``.tif .tiff``         single-page TIFF of any numeric type (``tifffile``)
+``.tif .tiff``         single-page TIFF of any numeric type (``tifffile``); a
+                       multi-page one is refused
 ``.png``               greyscale PNG, 8 or 16 bit (``Pillow``); values as stored,
                        e.g. 0..255, not rescaled
 =====================  ==========================================================
@@ -83,8 +84,17 @@ def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tiff:
+            if len(tiff.pages) > 1:
+                # A stack, a time series or a pyramid: which page is meant is not ours to guess.
+                raise _fail(
+                    path, f"holds {len(tiff.pages)} pages; expected a single-page TIFF (save "
+                    "the image you mean on its own)",
+                )  # fmt: skip
+            return tiff.asarray()
     except (tifffile.TiffFileError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
         raise _fail(path, f"is not a readable TIFF image ({error})") from None
 
 
@@ -95,7 +105,7 @@ def _read_png(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             # Palette entries are indices into a colour table, not values.
             array = np.asarray(image.convert("RGBA") if image.mode == "P" else image)
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise _fail(path, f"is not a readable PNG image ({error})") from None
     if array.ndim == 3:
         # Greyscale saved as RGB(A) or with an opaque alpha is common, and is
@@ -176,6 +186,9 @@ def read_array(
     except (OSError, ValueError, EOFError) as error:
         # np.load on a corrupt file, pickled object arrays, unreadable bytes.
         raise _fail(path, f"could not be read as {suffix} ({error})") from None
+    except MemoryError:
+        # A small file can declare a huge array (a .npy header, an image size).
+        raise _fail(path, "declares an array too large for this machine's memory") from None
 
     array = np.asarray(array)
     if array.dtype == object or not (
@@ -267,6 +280,8 @@ def load(path: str | os.PathLike) -> KernelPosterior:
             idata = az.from_netcdf(str(path))
     except (OSError, ValueError) as error:
         raise _fail(path, f"is not a readable NetCDF file ({error})") from None
+    except MemoryError:
+        raise _fail(path, "declares arrays too large for this machine's memory") from None
     posterior = getattr(idata, "posterior", None)
     needed = ("kernel", "noise_sigma", "kernel_scale")
     if posterior is None or any(name not in posterior for name in needed):

@@ -229,3 +229,29 @@ def test_load_refuses_what_is_not_a_posterior(tmp_path):
     (tmp_path / "junk.nc").write_bytes(b"junk")
     with pytest.raises(InputError, match="is not a readable NetCDF"):
         load(tmp_path / "junk.nc")
+
+
+def test_a_multi_page_tiff_is_refused_not_read_as_its_first_page(tmp_path):
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path) as tiff:
+        tiff.write(np.zeros((4, 4)))
+        tiff.write(np.ones((4, 4)))
+    with pytest.raises(InputError, match=r"stack.tif: holds 2 pages; expected a single-page TIFF"):
+        read_array(path)
+
+
+def test_files_declaring_huge_arrays_get_one_line(tmp_path, monkeypatch):
+    # A 200-byte .npy whose header declares 10^10 float64 values.
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f8", "fortran_order": False, "shape": (100_000, 100_000)}
+        )
+        fh.write(b"0" * 100)
+    with pytest.raises(InputError, match=r"huge.npy: (declares an array too large|could not be)"):
+        read_array(path)
+    # A decompression bomb: more pixels than Pillow allows (its limit lowered here).
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(InputError, match=r"bomb.png: is not a readable PNG image"):
+        read_array(tmp_path / "bomb.png")
