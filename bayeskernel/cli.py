@@ -12,7 +12,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -131,6 +133,19 @@ def _probability(text: str) -> float:
     return value
 
 
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an --out folder that holds earlier results (whole: nothing old is left)",
+    )  # fmt: skip
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got ''")
+    return Path(text)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress messages or bars (results still print)"
@@ -219,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--plots", default="png", choices=("png", "pdf", "none"),
         help="figures as PNG files in OUT/plots/, one OUT/report.pdf, or none",
     )  # fmt: skip
-    fit.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for results")
+    fit.add_argument(
+        "--out", required=True, type=_folder, metavar="DIR",
+        help="folder for results (written whole, or not at all)",
+    )  # fmt: skip
+    _add_overwrite(fit)
     fit.add_argument("--binary", action="store_true", help="A is a 0/1 pattern: warn if it is not")
     _add_common(fit)
 
@@ -263,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=_positive_int, default=100, help="image side N (kernel 2N-1)")
     _add_fit_options(demo, defaults={"method": "auto", "samples": None, "prior": "auto"})
     demo.add_argument(
-        "--out", type=Path, default=Path("bayeskernel-demo"), metavar="DIR",
+        "--out", type=_folder, default=Path("bayeskernel-demo"), metavar="DIR",
         help="folder for results and figures",
     )  # fmt: skip
+    _add_overwrite(demo)
     _add_common(demo)
     return parser
 
@@ -323,13 +343,77 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The files that mark a folder as bayeskernel results (--overwrite replaces only such).
+_RESULT_FILES = ("summary.json", "posterior.nc")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that would lose or mix results, before a long fit."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder for the results")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"--out {out} is not empty; give --overwrite to replace earlier results, "
+                "or another folder"
+            )
+        if not all((out / name).is_file() for name in _RESULT_FILES):
+            raise ValueError(
+                f"--out {out} is not empty and holds no bayeskernel results "
+                f"({', '.join(_RESULT_FILES)}); --overwrite replaces only those: choose "
+                "another folder"
+            )
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {out}: cannot write in {parent}")
+
+
 def _write_results(
     posterior, out: Path, *, prob: float, plots: str, true_kernel, extra: dict, say: _Reporter
 ) -> dict:
-    """Posterior NetCDF, kernel arrays, summary.json and figures."""
+    """Posterior NetCDF, kernel arrays, summary.json and figures, all or nothing.
+
+    Everything is written into a hidden folder beside ``out`` and renamed into
+    place once complete, so a reader never sees half a result; an interrupted
+    run leaves ``out`` as it was.
+    """
+    import shutil
+    import tempfile
+
+    parent = out.absolute().parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    try:
+        summary = _write_files(
+            posterior, staging, prob=prob, plots=plots, true_kernel=true_kernel, extra=extra,
+            say=say,
+        )  # fmt: skip
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it user-only
+        old = None
+        if out.exists():  # checked by _check_out: empty, or earlier results
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            old.rmdir()
+            out.rename(old)
+        staging.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_files(
+    posterior, out: Path, *, prob: float, plots: str, true_kernel, extra: dict, say: _Reporter
+) -> dict:
     from bayeskernel.io import save
 
-    out.mkdir(parents=True, exist_ok=True)
     save(posterior, out / "posterior.nc")
     lower, upper = posterior.interval(prob)
     for name, array in (
@@ -391,7 +475,7 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
                 f"{args.true_kernel}: true kernel has shape {true_kernel.shape}, expected "
                 f"--kernel-shape {kernel_shape}"
             )
-    args.out.mkdir(parents=True, exist_ok=True)  # fail on a bad --out before a long fit
+    _check_out(args.out, args.overwrite)  # a bad --out fails before a long fit
     _use_compilation_cache(args)
     say(
         f"fitting a {kernel_shape[0]}x{kernel_shape[1]} kernel: A {image.shape}, "
@@ -459,6 +543,7 @@ def _cmd_demo(args: argparse.Namespace, say: _Reporter) -> int:
     from bayeskernel.metrics import central_window, coverage, relative_error
     from bayeskernel.simulate import motivating_case
 
+    _check_out(args.out, args.overwrite)
     _use_compilation_cache(args)
     case = motivating_example() if args.size == 100 else motivating_case(args.size, seed=args.seed)
     kernel_shape = case.kernel.shape
@@ -518,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
         )
         warnings.showwarning = _show_warning  # one line, no source location
+        previous = _interrupt_on_sigterm()
         try:
             return _COMMANDS[args.command](args, say)
         except KeyboardInterrupt:
@@ -535,6 +621,24 @@ def main(argv: list[str] | None = None) -> int:
                 message = " ".join(str(error).split()) or type(error).__name__
             print(f"{PROG}: error: {message}", file=sys.stderr)
             return EXIT_USAGE
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM as Ctrl-C: results being written are removed, not left half-done.
+
+    Returns the previous handler (None off the main thread, where Python
+    cannot set one).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def run() -> None:

@@ -247,3 +247,46 @@ def test_fit_solver_and_binary_options(data, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["diagnostics"]["solver"] == "krylov"
     assert summary["diagnostics"]["cg_max_residual"] <= summary["diagnostics"]["cg_rtol"]
+
+
+def test_results_are_never_mixed_with_or_lost_to_an_earlier_run(data, tmp_path):
+    out = tmp_path / "results"
+    fit_args = ("fit", data / "A.npy", data / "B.npy", *KERNEL, "--prior", "smooth", *QUICK)
+    assert_ok(run(*fit_args, "--out", out))
+    assert (out / "plots").is_dir()
+    before = (out / "summary.json").read_bytes()
+    # A rerun into the same folder is refused, and leaves it as it was.
+    again = run(*fit_args, "--seed", 5, "--out", out)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "is not empty; give --overwrite" in again.stderr
+    assert (out / "summary.json").read_bytes() == before
+    # --overwrite replaces the folder whole: no figures of the earlier run remain.
+    assert_ok(run(*fit_args, "--seed", 5, "--plots", "none", "--overwrite", "--out", out))
+    assert not (out / "plots").exists() and (out / "summary.json").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # nothing hidden left
+    # --overwrite replaces only earlier results, never another folder's files.
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    refused = run(*fit_args, "--overwrite", "--out", other)
+    assert refused.returncode == 2 and "holds no bayeskernel results" in refused.stderr
+    assert (other / "notes.txt").read_text() == "keep me"
+    empty = run(*fit_args, "--out", "")
+    assert empty.returncode == 2 and "expected a folder name" in empty.stderr
+
+
+def test_an_interrupted_write_leaves_nothing_half_written(data, tmp_path, monkeypatch):
+    from bayeskernel import cli
+
+    original = cli._write_files
+
+    def interrupted(posterior, out, **kwargs):
+        original(posterior, out, **kwargs)
+        raise KeyboardInterrupt  # as SIGTERM or Ctrl-C after the files, before the rename
+
+    monkeypatch.setattr(cli, "_write_files", interrupted)
+    out = tmp_path / "results"
+    code = cli.main(["fit", str(data / "A.npy"), str(data / "B.npy"), *KERNEL, "--prior",
+                     "smooth", *QUICK, "--plots", "none", "--out", str(out)])  # fmt: skip
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []  # no results, no hidden partial folder
