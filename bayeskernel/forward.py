@@ -256,8 +256,22 @@ def convolve(
     Returns
     -------
     jax.Array
-        Shape given by :func:`output_shape`.
+        Shape given by :func:`output_shape`; float64 when either input is
+        float64 (computed inside ``jax.enable_x64``), else JAX's default float.
+
+    Raises
+    ------
+    TypeError
+        Complex input (the operator is real: its FFTs are real-to-complex).
     """
+    dtypes = [np.dtype(getattr(x, "dtype", np.float64)) for x in (image, kernel)]
+    for name, dtype in zip(("image", "kernel"), dtypes, strict=True):
+        if np.issubdtype(dtype, np.complexfloating):
+            raise TypeError(f"{name} must be real-valued, got dtype {dtype}")
+    if np.dtype(np.float64) in dtypes and not jax.config.jax_enable_x64:
+        # NumPy's float64 would otherwise be cut to float32 on the way in.
+        with jax.enable_x64(True):
+            return convolve(image, kernel, mode)
     kernel = jnp.asarray(kernel)
     kernel = kernel.astype(jnp.result_type(kernel.dtype, float))
     return make_operator(image, kernel.shape[-2:], mode, dtype=kernel.dtype)(kernel)

@@ -101,3 +101,16 @@ def test_bad_mode_and_route():
         make_operator(np.ones((4, 4)), (3, 3), "circular")
     with pytest.raises(ValueError, match="route must be"):
         make_operator(np.ones((4, 4)), (3, 3), "same", route="magic")
+
+
+@pytest.mark.parametrize("mode", ["same", "full", "valid"])
+def test_convolve_keeps_float64_and_refuses_complex(mode):
+    rng = np.random.default_rng(4)
+    image, kernel = rng.normal(size=(20, 17)), rng.normal(size=(5, 8))
+    result = convolve(image, kernel, mode)
+    assert result.dtype == np.float64  # NumPy's float64 in, float64 out
+    np.testing.assert_allclose(np.asarray(result), convolve2d(image, kernel, mode), atol=1e-10)
+    with pytest.raises(TypeError, match="image must be real-valued"):
+        convolve(image + 1j, kernel, mode)
+    with pytest.raises(TypeError, match="kernel must be real-valued"):
+        convolve(image, kernel.astype(complex), mode)

@@ -360,3 +360,34 @@ def test_default_local_cluster_of_worker_processes(field, field_fit, jax_cache):
         **FIT_OPTIONS,
     )  # fmt: skip
     np.testing.assert_array_equal(result.kernel.values, expected.kernel.values)
+
+
+def test_the_store_deletes_only_what_no_live_writer_owns(tmp_path):
+    import socket
+
+    import xarray as xr
+
+    from bayeskernel.tiles.store import TileStore
+
+    settings = {"format": "test"}
+    store = TileStore(tmp_path / "s", settings)
+    path = store.write(0, 0, xr.Dataset({"x": ("a", np.arange(3.0))}))
+    # A tile file is a result: readable by others as the umask allows, not user-only.
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    folder = store.tile_folder
+    host = socket.gethostname()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    live = folder / f".tile_0000_0001.nc.{host}-{os.getpid()}.abc.tmp"
+    dead = folder / f".tile_0000_0002.nc.{host}-{ended}.abc.tmp"
+    for leftover in (live, dead):
+        leftover.write_bytes(b"partial")
+    TileStore(tmp_path / "s", settings, writer=False)  # a reader: deletes nothing
+    assert live.exists() and dead.exists()
+    TileStore(tmp_path / "s", settings)  # a writer: only what an ended writer left
+    assert live.exists() and not dead.exists()
+    (tmp_path / "s" / "settings.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"settings.json' are damaged"):
+        TileStore(tmp_path / "s", settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -82,18 +81,18 @@ def load_tiles(store: str | os.PathLike):
     xarray.Dataset
         As :func:`~bayeskernel.tiles.fit_tiles` returns.
     """
-    from bayeskernel.tiles.store import TileStore
+    from bayeskernel.tiles.store import TileStore, read_settings
 
     settings_file = Path(store) / "settings.json"
     if not settings_file.is_file():
         raise FileNotFoundError(f"store {str(store)!r} has no settings.json: not a tile store")
-    settings = json.loads(settings_file.read_text())
+    settings = read_settings(settings_file)
     kernel_shape, image_shape = settings["kernel_shape"], settings["image_shape"]
     from bayeskernel.forward import output_shape
 
     shape = output_shape(tuple(image_shape), tuple(kernel_shape), settings["mode"])
     grid = make_grid(shape, tuple(settings["tile_shape"]), tuple(settings["overlap"]))
-    tile_store = TileStore(store, settings)
+    tile_store = TileStore(store, settings, writer=False)  # a reader deletes nothing
     tiles = {index: tile_store.read(*index) for index in sorted(tile_store.finished())}
     return assemble(grid, tiles, settings, {"store": str(Path(store))})
 

@@ -18,16 +18,18 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StoreMismatchError", "TileStore", "fingerprint"]
+__all__ = ["StoreMismatchError", "TileStore", "fingerprint", "read_settings"]
 
-# Bumped when the layout or the meaning of a tile file changes. 2: prior names
-# mean other priors since session 4 ('radial' has knots out to 16 px, 'auto'
-# averages), so a store begun before must not be resumed with new tiles.
+# Bumped when the layout or the meaning of a tile file changes. 2: the prior
+# names 'radial' (knots out to 16 px) and 'auto' (an average) changed meaning,
+# so a store begun before must not be resumed with new tiles.
 STORE_FORMAT = "bayeskernel-tiles-2"
 _TILE_NAME = re.compile(r"^tile_(\d+)_(\d+)\.nc$")
 
@@ -47,18 +49,60 @@ def fingerprint(array) -> str | None:
     return digest.hexdigest()
 
 
+# Temporary files are named after their writer (host and process), so that a
+# cleanup removes only those of writers that are gone.
+_WRITER = f"{socket.gethostname()}-{os.getpid()}"
+_TEMPORARY = re.compile(r"^\.tile_\d+_\d+\.nc\.(?P<host>.+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+# A leftover of another host is removed only once this old: its writer is
+# surely gone (no tile takes a day).
+_FOREIGN_AGE = 24 * 3600.0
+
+
 def _write_atomically(path: Path, write) -> None:
     """Call ``write(temporary_path)``, then rename onto ``path`` (all or nothing)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{_WRITER}.", suffix=".tmp"
+    )
     os.close(handle)
     try:
         write(temporary)
         with open(temporary, "rb+") as written:  # on disk before the name says "done"
             os.fsync(written.fileno())
+        # mkstemp makes the file user-only; a tile is a result like any other.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _writer_gone(entry: Path) -> bool:
+    """Whether the process that was writing the temporary file ``entry`` has ended."""
+    match = _TEMPORARY.match(entry.name)
+    if match is None:  # an older naming: only its age can tell
+        return _age(entry) > _FOREIGN_AGE
+    if match["host"] != socket.gethostname():
+        return _age(entry) > _FOREIGN_AGE
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _age(entry: Path) -> float:
+    try:
+        return time.time() - entry.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 class TileStore:
@@ -71,6 +115,10 @@ class TileStore:
     settings : dict
         JSON-serialisable description of the run. Written on first use;
         compared with the stored one on later runs.
+    writer : bool
+        A writer (``fit_tiles``) removes temporary files left by writers that
+        have ended; a reader (``load_tiles``) never removes anything, so a
+        run still writing the store is left alone.
 
     Raises
     ------
@@ -78,7 +126,7 @@ class TileStore:
         When the folder already holds a run with different settings.
     """
 
-    def __init__(self, path: str | os.PathLike, settings: dict):
+    def __init__(self, path: str | os.PathLike, settings: dict, *, writer: bool = True):
         self.path = Path(path)
         self.tile_folder = self.path / "tiles"
         self.settings = json.loads(json.dumps(settings))  # normalise tuples to lists
@@ -87,13 +135,15 @@ class TileStore:
         self.tile_folder.mkdir(parents=True, exist_ok=True)
         settings_file = self.path / "settings.json"
         if settings_file.exists():
-            self._check(json.loads(settings_file.read_text()))
+            self._check(read_settings(settings_file))
         else:
             text = json.dumps(self.settings, indent=1, sort_keys=True)
             _write_atomically(settings_file, lambda name: Path(name).write_text(text))
         # Leftovers of a run killed while writing: never a finished tile.
-        for leftover in self.tile_folder.glob(".tile_*.tmp"):
-            leftover.unlink(missing_ok=True)
+        if writer:
+            for leftover in self.tile_folder.glob(".tile_*.tmp"):
+                if _writer_gone(leftover):
+                    leftover.unlink(missing_ok=True)
 
     def _check(self, stored: dict) -> None:
         differences = []
@@ -136,5 +186,23 @@ class TileStore:
         """One finished tile as an in-memory ``xarray.Dataset`` (file closed)."""
         import xarray as xr
 
-        with xr.open_dataset(self.tile_path(tile_row, tile_col), engine="h5netcdf") as dataset:
-            return dataset.load()
+        path = self.tile_path(tile_row, tile_col)
+        try:
+            with xr.open_dataset(path, engine="h5netcdf") as dataset:
+                return dataset.load()
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"tile file {str(path)!r} is damaged ({type(error).__name__}: {error}); "
+                "delete it and rerun fit_tiles to fit that tile again"
+            ) from None
+
+
+def read_settings(path: Path) -> dict:
+    """A store's settings, or an error naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"store settings {str(path)!r} are damaged ({error}); use a new store folder, "
+            "or delete this one to start over"
+        ) from None
