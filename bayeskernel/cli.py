@@ -466,6 +466,11 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
     kernel_shape = tuple(args.kernel_shape)
     image = read_array(args.a_file, key=args.key, role="A")
     observed = read_array(args.b_file, key=args.key, role="B", allow_nan=True)
+    if image.shape == observed.shape and np.array_equal(image, observed):
+        raise ValueError(
+            f"A ({args.a_file}) and B ({args.b_file}) hold the same array: B must be the "
+            "blurred, noisy output of A; check the file names (or --key)"
+        )
     _check_shapes(args.a_file, image, args.b_file, observed, kernel_shape, args.mode)
     true_kernel = None
     if args.true_kernel is not None:

@@ -290,3 +290,9 @@ def test_an_interrupted_write_leaves_nothing_half_written(data, tmp_path, monkey
                      "smooth", *QUICK, "--plots", "none", "--out", str(out)])  # fmt: skip
     assert code == 130
     assert list(tmp_path.iterdir()) == []  # no results, no hidden partial folder
+
+
+def test_the_same_array_as_a_and_b_is_refused(data, tmp_path):
+    result = run("fit", data / "A.npy", data / "A.npy", *KERNEL, *QUICK, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "hold the same array" in result.stderr
+    assert not (tmp_path / "o").exists()
