@@ -29,7 +29,7 @@ from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
 from bayeskernel.infer.common import numpy_generator
 
-__all__ = ["GridTable", "grid_draws", "grid_table"]
+__all__ = ["GridTable", "grid_table"]
 
 MAX_DIM = 2
 GRID_POINTS = {1: 2048, 2: 160}  # per axis
@@ -88,11 +88,10 @@ class GridTable:
         }
 
 
-def grid_draws(
-    model, model_args: tuple, model_kwargs: dict, rng_key: jax.Array, num_chains: int,
-    num_samples: int,
-) -> dict | None:  # fmt: skip
-    """Draw ``(num_chains, num_samples)`` independent values of the model's sample sites.
+def grid_table(
+    model, model_args: tuple, model_kwargs: dict, init_key: jax.Array
+) -> GridTable | None:
+    """Tabulate the posterior of the model's sample sites; draw with ``.sample``.
 
     Parameters
     ----------
@@ -103,34 +102,16 @@ def grid_draws(
         then reused by the next fit of the same shapes.
     model_args : tuple
     model_kwargs : dict
-    rng_key : jax PRNGKey
-    num_chains, num_samples : int
+    init_key : jax PRNGKey
+        Seeds NumPyro's initial point, where the search for the mode starts.
 
     Returns
     -------
-    dict of site name -> (num_chains, num_samples) ndarray, or None
+    GridTable or None
         ``None`` when the model has more than two free parameters or no
-        well-defined mode (use NUTS then). The dict carries ``"_grid"``: the
-        settings used and ``log_evidence``, the model's log marginal likelihood
-        ``log p(B)`` by the same quadrature, for diagnostics.
-    """
-    init_key, draw_key = jax.random.split(rng_key)
-    table = grid_table(model, model_args, model_kwargs, init_key)
-    if table is None:
-        return None
-    draws = table.sample(draw_key, num_chains, num_samples)
-    draws["_grid"] = dict(table.facts)
-    return draws
-
-
-def grid_table(
-    model, model_args: tuple, model_kwargs: dict, init_key: jax.Array
-) -> GridTable | None:
-    """Tabulate the posterior of the model's sites (see :func:`grid_draws`).
-
-    ``init_key`` seeds NumPyro's initial point, where the search for the mode
-    starts. Returns None when the model has more than two free parameters or
-    no well-defined mode.
+        well-defined mode (use NUTS then). ``facts`` holds the settings used
+        and ``log_evidence``, the model's log marginal likelihood ``log p(B)``
+        by the same quadrature.
     """
     start = _initial_point((model, tuple(sorted(model_kwargs.items()))), model_args, init_key)
     sites = tuple((name, tuple(np.shape(v))) for name, v in sorted(start.items()))

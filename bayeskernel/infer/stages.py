@@ -13,8 +13,9 @@
 :mod:`bayeskernel.averaging` prepares each candidate prior once, scores it from
 stage 2, and draws only from candidates with weight. A Krylov candidate can be
 prepared *partially* (:func:`prepare` with ``screening=True``: a quarter of the
-log-determinant probes) and completed by :func:`complete` to exactly the full
-preparation, so a candidate far behind in evidence costs a fraction.
+log-determinant probes, a third of the Lanczos steps) and completed by
+:func:`complete` to exactly the full preparation, so a candidate far behind in
+evidence costs a fraction.
 """
 
 from __future__ import annotations
