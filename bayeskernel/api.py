@@ -355,8 +355,9 @@ def _check_candidates(candidates, arguments: dict) -> list:
         raise ValueError("prior is an empty sequence: give at least one prior")
     if arguments["method"] not in ("auto", "exact"):
         raise ValueError(
-            f"averaging over priors by evidence (prior='auto' or a sequence) needs "
-            f"method='exact' or 'auto', got {arguments['method']!r}"
+            f"averaging over priors by evidence (prior='auto', the default, or a sequence) "
+            f"needs method='exact' or 'auto', got {arguments['method']!r}: name a prior for "
+            f"it, e.g. prior='smooth'"
         )
     if arguments["noise_per_pair"]:
         raise ValueError(

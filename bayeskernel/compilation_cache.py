@@ -166,7 +166,7 @@ def persistent_compilation_cache(path: str | os.PathLike) -> Iterator[None]:
     Examples
     --------
     >>> with persistent_compilation_cache("jax_cache"):  # doctest: +SKIP
-    ...     posteriors = [bk.fit(a, b, (5, 5), method="map") for a, b in pairs]
+    ...     posteriors = [bk.fit(a, b, (5, 5), prior="smooth", method="map") for a, b in pairs]
     """
     previous = enable_compilation_cache(path)
     try:
