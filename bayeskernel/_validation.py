@@ -29,6 +29,22 @@ def _as_float_2d(name: str, value) -> np.ndarray:
     return array.astype(np.float64)
 
 
+# The fit squares A and B (normal matrices, quadratic forms) and multiplies
+# them by the kernel: values beyond this magnitude overflow or underflow float64
+# (about 1e+-308) on the way. Calibration data are rarely beyond 1e+-10.
+MAX_MAGNITUDE = 1e100
+
+
+def _check_range(name: str, values: np.ndarray) -> None:
+    largest = float(np.max(np.abs(values))) if values.size else 0.0
+    if largest > MAX_MAGNITUDE or 0 < largest < 1 / MAX_MAGNITUDE:
+        raise ValueError(
+            f"{name}'s values reach {largest:.3g} in size: rescale {name} to values of order "
+            f"one (the fit squares them, and float64 ends near 1e308); the kernel scales "
+            "with B / A"
+        )
+
+
 def check_kernel_shape(kernel_shape) -> tuple[int, int]:
     """Validate ``kernel_shape`` as two positive integers."""
     try:
@@ -87,6 +103,8 @@ def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None):
         )
     if not np.any(image):
         raise ValueError("A is all zeros: the data carry no information about the kernel")
+    for name, values in (("A", image), ("B", observed[np.isfinite(observed)])):
+        _check_range(name, values)
     observed_mask = np.isfinite(observed)
     if mask is not None:
         mask = np.asarray(mask)

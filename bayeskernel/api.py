@@ -250,6 +250,7 @@ def fit(
         )
     else:
         scales = check_hyper_scales(hyper_scales)
+    _check_storage(scales.kernel, draws_dtype)
     num_observed = sum(v.size for v in seen)
     if centered is None:
         centered = num_observed >= getattr(prior, "num_latent", 0)
@@ -338,6 +339,19 @@ def _check_sizes(kernel_shape, num_observed, num_chains, num_samples, draws_dtyp
             f"{kernel_shape[0]}x{kernel_shape[1]} kernel need {size / 2**30:,.1f} GiB "
             f"({np.dtype(draws_dtype).name}); half this machine's memory is "
             f"{limit / 2**30:,.1f} GiB: at most num_samples={fits} per chain"
+        )
+
+
+def _check_storage(kernel_scale: float, draws_dtype) -> None:
+    """Refuse a storage dtype whose range the kernel's entries would leave."""
+    info = np.finfo(np.dtype(draws_dtype))
+    # The entries spread orders of magnitude around their typical size: keep
+    # six on either side inside the dtype's normal range.
+    if not info.tiny * 1e6 < kernel_scale < info.max / 1e6:
+        raise ValueError(
+            f"the kernel's entries are of order {kernel_scale:.3g} (B / A), outside what "
+            f"draws_dtype={info.dtype.name} stores ({info.tiny:.3g} .. {info.max:.3g}): use "
+            "draws_dtype=np.float64, or rescale B"
         )
 
 

@@ -124,6 +124,21 @@ def test_hyper_scales_fix_the_hyperpriors():
             bk.fit(case.A, case.B, (3, 3), prior="smooth", hyper_scales=bad)
 
 
+def test_values_that_would_leave_the_float_range_are_refused(data):
+    A, B = data
+    options = dict(prior="smooth", method="map", num_samples=5, progress_bar=False)
+    for factor in (1e200, 1e-200):
+        with pytest.raises(ValueError, match=r"^A's values reach 1e[+-]200 in size: rescale A"):
+            bk.fit(A * factor, B, (3, 3), **options)
+        with pytest.raises(ValueError, match=r"^B's values reach"):
+            bk.fit(A, B * factor, (3, 3), **options)
+    # Kernels of order 1e50 fit in float64, not in the default float32 draws.
+    with pytest.raises(ValueError, match="outside what draws_dtype=float32 stores"):
+        bk.fit(A, B * 1e50, (3, 3), **options)
+    post = bk.fit(A, B * 1e50, (3, 3), draws_dtype=np.float64, **options)
+    assert np.isfinite(post.kernel_draws).all() and np.abs(post.kernel_mean).max() > 1e40
+
+
 def test_seeds_of_every_kind_give_the_same_result_as_the_key_they_stand_for(data):
     import jax
 
