@@ -391,3 +391,13 @@ def test_the_store_deletes_only_what_no_live_writer_owns(tmp_path):
     (tmp_path / "s" / "settings.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"settings.json' are damaged"):
         TileStore(tmp_path / "s", settings)
+
+
+def test_a_tile_without_observed_pixels_is_refused_before_any_fit(tmp_path):
+    case = bk.simulate((48, 24), "gaussian", (3, 3), noise_sigma=0.05, seed=2)
+    observed = case.B.copy()
+    observed[24:, :] = np.nan  # the lower tile holds no data
+    with pytest.raises(ValueError, match=r"1 tile\(s\) of B have no observed pixel .*\(1, 0\)"):
+        bk.fit_tiles(case.A, observed, (3, 3), tile_shape=24, client="sync",
+                     store=tmp_path / "s", compilation_cache=False, method="map")  # fmt: skip
+    assert not (tmp_path / "s").exists()  # refused before the store was begun

@@ -243,6 +243,25 @@ def _settings(images, observed, masks, kernel_shape, mode, grid, seed, options) 
     }
 
 
+def _check_tiles_observed(grid: TileGrid, masks) -> None:
+    """Refuse, before fitting any, tiles with no observed pixel in any exposure."""
+    if all(m is None for m in masks):
+        return
+    empty = []
+    for i, j in grid:
+        rows, cols = grid.rows(i), grid.cols(j)
+        if not any(
+            m is None or m[rows[0] : rows[1], cols[0] : cols[1]].any() for m in masks
+        ):  # fmt: skip
+            empty.append((i, j))
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "")
+        raise ValueError(
+            f"{len(empty)} tile(s) of B have no observed pixel (all NaN or masked out): "
+            f"{shown}; give a larger tile_shape or overlap, or crop B to the observed area"
+        )
+
+
 def _tasks(
     grid: TileGrid, todo: Iterable[tuple[int, int]], images, observed, masks, kernel_shape,
     mode, seed, options,
@@ -471,6 +490,7 @@ def fit_tiles(
     options = _fit_options(fit_options)
     images, observed, masks = _check_data(A, B, kernel_shape, mode, mask)
     grid = make_grid(output_shape(images[0].shape, kernel_shape, mode), tile_shape, overlap)
+    _check_tiles_observed(grid, masks)
     if client is not None and client != "sync" and not hasattr(client, "submit"):
         raise TypeError(f"client must be None, 'sync' or a dask.distributed.Client, got {client!r}")
     if n_workers is not None and (
