@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bayeskernel._permissions import result_mode
 from bayeskernel.compilation_cache import ENV_VAR, default_cache_dir
 
 __all__ = ["main", "build_parser"]
@@ -388,7 +389,7 @@ def _write_results(
             posterior, staging, prob=prob, plots=plots, true_kernel=true_kernel, extra=extra,
             say=say,
         )  # fmt: skip
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it user-only
+        staging.chmod(result_mode(folder=True))  # mkdtemp makes it user-only
         old = None
         if out.exists():  # checked by _check_out: empty, or earlier results
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
@@ -401,12 +402,6 @@ def _write_results(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_files(

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bayeskernel._permissions import result_mode
+
 __all__ = ["StoreMismatchError", "TileStore", "fingerprint", "read_settings"]
 
 # Bumped when the layout or the meaning of a tile file changes. 2: the prior
@@ -69,17 +71,11 @@ def _write_atomically(path: Path, write) -> None:
         with open(temporary, "rb+") as written:  # on disk before the name says "done"
             os.fsync(written.fileno())
         # mkstemp makes the file user-only; a tile is a result like any other.
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, result_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _writer_gone(entry: Path) -> bool:
