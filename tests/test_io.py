@@ -255,3 +255,17 @@ def test_files_declaring_huge_arrays_get_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(InputError, match=r"bomb.png: is not a readable PNG image"):
         read_array(tmp_path / "bomb.png")
+
+
+def test_round_trip_keeps_per_pair_noise(tmp_path, rng):
+    sigma = rng.uniform(1, 2, (2, 10, 3))  # one noise sd per image pair
+    original = bk.KernelPosterior(
+        kernel_draws=rng.normal(size=(2, 10, 3, 3)),
+        noise_sigma_draws=sigma,
+        kernel_scale_draws=rng.uniform(1, 2, (2, 10)),
+        method="nuts", prior="smooth", mode="same",
+    )  # fmt: skip
+    loaded = load(save(original, tmp_path / "p.nc"))
+    assert loaded.noise_per_pair
+    np.testing.assert_array_equal(loaded.noise_sigma_draws, sigma)
+    np.testing.assert_array_equal(loaded.kernel_draws, original.kernel_draws)
