@@ -206,6 +206,9 @@ def fit(
             raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
     pairs = _check_pairs(A, B, kernel_shape, mode, mask)
     kernel_shape = pairs[0][2]
+    _check_kernel_size(
+        kernel_shape, sum(b.size if m is None else int(m.sum()) for _, b, _, m in pairs)
+    )
     if noise_per_pair:
         if len(pairs) < 2:
             raise ValueError("noise_per_pair=True needs several image pairs (lists A and B)")
@@ -241,7 +244,7 @@ def fit(
     if num_samples is None:
         num_samples = DEFAULT_SAMPLES[method]
     seen = [b if m is None else b[m] for _, b, _, m in pairs]
-    _check_sizes(kernel_shape, sum(v.size for v in seen), num_chains, num_samples, draws_dtype)
+    _check_draws_size(kernel_shape, num_chains, num_samples, draws_dtype)
     if hyper_scales is None:
         scales = default_hyper_scales(
             np.concatenate([a.ravel() for a, *_ in pairs]),
@@ -318,8 +321,8 @@ def fit(
     return posterior
 
 
-def _check_sizes(kernel_shape, num_observed, num_chains, num_samples, draws_dtype) -> None:
-    """Refuse, before any work, what cannot fit in memory or be constrained by the data."""
+def _check_kernel_size(kernel_shape, num_observed: int) -> None:
+    """Refuse, before any prior is built, a kernel the data cannot constrain."""
     entries = kernel_shape[0] * kernel_shape[1]
     if entries > MAX_ENTRIES_PER_PIXEL * num_observed:
         side = int(np.sqrt(MAX_ENTRIES_PER_PIXEL * num_observed))
@@ -329,6 +332,11 @@ def _check_sizes(kernel_shape, num_observed, num_chains, num_samples, draws_dtyp
             f"constrain it: at most {MAX_ENTRIES_PER_PIXEL} entries per pixel (e.g. "
             f"kernel_shape ({side}, {side}))"
         )
+
+
+def _check_draws_size(kernel_shape, num_chains, num_samples, draws_dtype) -> None:
+    """Refuse, before any work, draws that cannot fit in memory."""
+    entries = kernel_shape[0] * kernel_shape[1]
     draws = num_chains * num_samples
     size = draws * entries * np.dtype(draws_dtype).itemsize
     limit = _memory_bytes() // 2

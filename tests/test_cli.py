@@ -296,3 +296,10 @@ def test_the_same_array_as_a_and_b_is_refused(data, tmp_path):
     result = run("fit", data / "A.npy", data / "A.npy", *KERNEL, *QUICK, "--out", tmp_path / "o")
     assert result.returncode == 2 and "hold the same array" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_an_impossible_kernel_shape_is_one_line_not_a_traceback(data, tmp_path):
+    result = run("fit", data / "A.npy", data / "B.npy", "--kernel-shape", 1000000, 1000000,
+                 "--quiet", "--out", tmp_path / "o")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the data cannot constrain it" in result.stderr
