@@ -70,6 +70,8 @@ def _read_text(path: Path) -> np.ndarray:
     with open(path, encoding="utf-8-sig") as fh:
         sample = fh.read(65536)
     delimiter = "," if "," in sample else ("\t" if "\t" in sample else None)
+    if not sample.strip():
+        raise _fail(path, "holds no numbers (an empty text file)")
     try:
         # ndmin=2: a single row or column still reads as a 2D array.
         return np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=float, encoding="utf-8-sig")

@@ -110,3 +110,22 @@ def test_simulate_gives_a_named_error_or_finite_data(family, shape, parameter, v
                                                 "noise_sigma", "mode"))  # fmt: skip
         return
     assert np.isfinite(case.B).all() and np.isfinite(case.kernel).all() and case.kernel.any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    suffix=st.sampled_from([".npy", ".npz", ".csv", ".txt", ".tif", ".png", ".dat", ".xyz"]),
+    content=st.binary(max_size=300),
+)
+def test_readers_give_a_named_error_or_a_2d_float_array(tmp_path_factory, suffix, content):
+    from bayeskernel.io import InputError, read_array
+
+    path = tmp_path_factory.mktemp("files") / f"input{suffix}"
+    path.write_bytes(content)
+    try:
+        array = read_array(path, role="B", allow_nan=True)
+    except InputError as error:
+        message = str(error)
+        assert message.startswith(str(path)) and "\n" not in message, message
+        return
+    assert array.ndim == 2 and array.dtype == np.float64 and not np.isinf(array).any()
