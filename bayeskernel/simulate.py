@@ -144,6 +144,7 @@ def simulate(
         raise ValueError(f"density must lie in (0, 1], got {density!r}")
     if not (np.isfinite(noise_sigma) and noise_sigma >= 0):
         raise ValueError(f"noise_sigma must be a non-negative finite number, got {noise_sigma!r}")
+    noise_sigma = abs(float(noise_sigma))  # -0.0 is 0, which NumPy's normal() refuses
     rng = np.random.default_rng(seed)
     if isinstance(kernel, str):
         if kernel_shape is None:

@@ -3,7 +3,8 @@
 "Clear" means one line that names what was wrong (``A``, ``B``, ``mask``,
 ``kernel_shape``, ...); an answer means finite draws of the right shape. Shapes
 come from a small set so that compiled programs are reused and the default run
-stays quick; the slow run draws more examples.
+stays quick. The default run's examples are fixed (``derandomize``: same examples,
+same result, in CI too); the slow run draws new ones each time.
 """
 
 import warnings
@@ -78,7 +79,9 @@ def _fit_property(inputs):
         assert np.isfinite(post.kernel_draws).all() and np.isfinite(post.noise_sigma)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(fit_inputs())
 def test_fit_gives_a_named_error_or_a_finite_answer(inputs):
     _fit_property(inputs)
@@ -91,7 +94,7 @@ def test_fit_gives_a_named_error_or_a_finite_answer_long(inputs):
     _fit_property(inputs)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     family=st.sampled_from(sorted(KERNELS)),
     shape=st.tuples(st.integers(1, 9), st.integers(1, 9)),
@@ -112,7 +115,7 @@ def test_simulate_gives_a_named_error_or_finite_data(family, shape, parameter, v
     assert np.isfinite(case.B).all() and np.isfinite(case.kernel).all() and case.kernel.any()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     suffix=st.sampled_from([".npy", ".npz", ".csv", ".txt", ".tif", ".png", ".dat", ".xyz"]),
     content=st.binary(max_size=300),
