@@ -122,9 +122,10 @@ def main(argv=None) -> None:
 
     def add(variant, call, results):
         for r in results:
-            rows.append([variant, r.get("seed"), call, r.get("prior_used"), r.get("fit_seconds"),
-                         r.get("wall_seconds"), r.get("rel_err_whole"), r.get("rel_err_central"),
-                         r.get("coverage_95"), r.get("coverage_r<6"), r.get("noise_sd")])  # fmt: skip
+            columns = ("seed", "prior_used", "fit_seconds", "wall_seconds", "rel_err_whole",
+                       "rel_err_central", "coverage_95", "coverage_r<6", "noise_sd")  # fmt: skip
+            values = [r.get(name) for name in columns]
+            rows.append([variant, values[0], call, *values[1:]])
             print(plain_table(HEADERS, [rows[-1]]).splitlines()[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
