@@ -291,7 +291,16 @@ def complete(prepared: Prepared, progress=None) -> Prepared:
     if not prepared.screening:
         return prepared
     start = time.perf_counter()
-    summary = add_probes(prepared.summary, prepared.whitened, prepared.probe_key, progress=progress)
+    # The data's Lanczos run at full length (the draws' deflation basis); the
+    # screening's probes kept, the rest added.
+    main = krylov_summary(
+        prepared.whitened, prepared.observed, prepared.probe_key, probes_run=0, progress=progress
+    )
+    screened = prepared.summary
+    summary = add_probes(
+        replace(main, logdet_nodes=screened.logdet_nodes, logdet_weights=screened.logdet_weights),
+        prepared.whitened, prepared.probe_key, progress=progress,
+    )  # fmt: skip
     terms = jax.tree_util.tree_map(jnp.asarray, replace(summary, ritz_vectors=None))
     seconds = prepared.facts["seconds_decomposition"] + time.perf_counter() - start
     facts = {**prepared.facts, "seconds_decomposition": seconds}
