@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -11,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayeskernel._machine import memory_bytes
 from bayeskernel._validation import check_fit_inputs
 from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.forward import make_operator
@@ -339,7 +339,7 @@ def _check_draws_size(kernel_shape, num_chains, num_samples, draws_dtype) -> Non
     entries = kernel_shape[0] * kernel_shape[1]
     draws = num_chains * num_samples
     size = draws * entries * np.dtype(draws_dtype).itemsize
-    limit = _memory_bytes() // 2
+    limit = memory_bytes() // 2
     if size > limit:
         fits = max(1, limit // (entries * np.dtype(draws_dtype).itemsize * num_chains))
         raise ValueError(
@@ -361,14 +361,6 @@ def _check_storage(kernel_scale: float, draws_dtype) -> None:
             f"draws_dtype={info.dtype.name} stores ({info.tiny:.3g} .. {info.max:.3g}): use "
             "draws_dtype=np.float64, or rescale B"
         )
-
-
-def _memory_bytes() -> int:
-    """Physical memory of this machine (64 GiB where it cannot be read)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return 64 * 2**30
 
 
 def _check_candidates(candidates, arguments: dict) -> list:

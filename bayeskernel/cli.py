@@ -504,7 +504,7 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace, say: _Reporter) -> int:
-    from bayeskernel.simulate import simulate
+    from bayeskernel.simulation import simulate
 
     case = simulate(
         tuple(args.image_shape), args.kernel, tuple(args.kernel_shape),
@@ -541,7 +541,7 @@ def _cmd_demo(args: argparse.Namespace, say: _Reporter) -> int:
     from bayeskernel.api import fit
     from bayeskernel.datasets import motivating_example
     from bayeskernel.metrics import central_window, coverage, relative_error
-    from bayeskernel.simulate import motivating_case
+    from bayeskernel.simulation import motivating_case
 
     _check_out(args.out, args.overwrite)
     _use_compilation_cache(args)
@@ -648,7 +648,11 @@ def run() -> None:
     interpreter's teardown, which frees JAX's compiled programs and buffers
     one by one (about 0.5 s, a sixth of a small fit's call).
     """
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before main's own guard, e.g. while parsing arguments
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy as np
 
-from bayeskernel.simulate import SimulatedCase, make_kernel
+from bayeskernel.simulation import SimulatedCase, make_kernel
 
 __all__ = ["motivating_example"]
 

@@ -263,11 +263,16 @@ def convolve(
     ------
     TypeError
         Complex input (the operator is real: its FFTs are real-to-complex).
+    ValueError
+        An input that is not a non-empty 2D array.
     """
     dtypes = [np.dtype(getattr(x, "dtype", np.float64)) for x in (image, kernel)]
-    for name, dtype in zip(("image", "kernel"), dtypes, strict=True):
+    for name, value, dtype in zip(("image", "kernel"), (image, kernel), dtypes, strict=True):
         if np.issubdtype(dtype, np.complexfloating):
             raise TypeError(f"{name} must be real-valued, got dtype {dtype}")
+        shape = np.shape(value)
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"{name} must be a non-empty 2D array, got shape {shape}")
     if np.dtype(np.float64) in dtypes and not jax.config.jax_enable_x64:
         # NumPy's float64 would otherwise be cut to float32 on the way in.
         with jax.enable_x64(True):

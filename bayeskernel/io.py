@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bayeskernel._machine import memory_bytes
 from bayeskernel.posterior import KernelPosterior, _is_plain
 
 __all__ = ["FORMATS", "InputError", "load", "read_array", "save"]
@@ -252,6 +253,29 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     return path
 
 
+def _check_declared_size(path: Path) -> None:
+    """Refuse, before reading, a file that declares more than memory can hold.
+
+    A small compressed NetCDF file can declare arrays of hundreds of GiB; read
+    eagerly they would exhaust memory (or be killed by the system) before any
+    error could name the file.
+    """
+    import xarray as xr
+
+    try:
+        with xr.open_datatree(path) as tree:
+            declared = sum(node.dataset.nbytes for node in tree.subtree)
+    except (OSError, ValueError) as error:
+        raise _fail(path, f"is not a readable NetCDF file ({error})") from None
+    limit = memory_bytes() // 2
+    if declared > limit:
+        raise _fail(
+            path,
+            f"declares {declared / 2**30:,.1f} GiB of arrays; half this machine's memory is "
+            f"{limit / 2**30:,.1f} GiB",
+        )
+
+
 def load(path: str | os.PathLike) -> KernelPosterior:
     """Read a posterior written by :func:`save` (or ``bayeskernel fit``).
 
@@ -276,6 +300,7 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a posterior .nc written by fit)")
+    _check_declared_size(path)
     try:
         # Eager: read everything and close the file (it may be overwritten later).
         with az.rc_context({"data.load": "eager"}):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -264,6 +265,13 @@ class KernelPosterior:
         elif self.observed is not None:
             kwargs["observed_data"] = {"B": np.asarray(self.observed)}
             kwargs["constant_data"] = {"A": np.asarray(self.image)}
+        with warnings.catch_warnings():
+            # The arrays are (chain, draw, ...) by construction; ArviZ guesses
+            # otherwise when there are more chains than draws.
+            warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
+            return self._from_dict(az, posterior, kwargs)
+
+    def _from_dict(self, az, posterior: dict, kwargs: dict):
         return az.from_dict(
             posterior=posterior,
             sample_stats=dict(self.sample_stats) or None,

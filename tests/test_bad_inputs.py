@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bayeskernel as bk
-from bayeskernel.simulate import KERNELS
+from bayeskernel.simulation import KERNELS
 
 IMAGE_SHAPES = [(8, 8), (9, 7)]
 KERNEL_SHAPES = [(3, 3), (2, 4)]
@@ -132,3 +132,35 @@ def test_readers_give_a_named_error_or_a_2d_float_array(tmp_path_factory, suffix
         assert message.startswith(str(path)) and "\n" not in message, message
         return
     assert array.ndim == 2 and array.dtype == np.float64 and not np.isinf(array).any()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    image_shape=st.tuples(st.integers(0, 9), st.integers(1, 9)),
+    kernel_shape=st.tuples(st.integers(1, 12), st.integers(0, 6)),
+    mode=st.sampled_from(["same", "full", "valid", "circular"]),
+    dtype=st.sampled_from([np.float64, np.float32, np.int32, np.bool_, np.complex128]),
+    seed=st.integers(0, 2**16),
+)
+def test_convolve_gives_a_named_error_or_scipy(image_shape, kernel_shape, mode, dtype, seed):
+    from scipy.signal import convolve2d
+
+    rng = np.random.default_rng(seed)
+    image = (rng.normal(size=image_shape) * 3).astype(dtype)
+    kernel = rng.normal(size=kernel_shape)
+    try:
+        expected = convolve2d(image, kernel, mode)
+    except ValueError:
+        expected = None  # scipy refuses it too (empty input, impossible 'valid', bad mode)
+    try:
+        got = np.asarray(bk.convolve(image, kernel, mode))
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        assert "\n" not in message, message
+        assert any(word in message for word in ("image", "kernel", "mode")), message
+        return
+    assert expected is not None, f"scipy refuses what convolve answered: {got.shape}"
+    assert got.shape == expected.shape and got.dtype == np.float64
+    np.testing.assert_allclose(
+        got, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max(initial=1)
+    )

@@ -292,6 +292,28 @@ def test_an_interrupted_write_leaves_nothing_half_written(data, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []  # no results, no hidden partial folder
 
 
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(data, tmp_path, delay):
+    # 0.3 s: while JAX loads; 1.5 s: while the fit compiles or runs.
+    import signal
+    import time
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    env["BAYESKERNEL_COMPILATION_CACHE"] = "0"
+    out = tmp_path / "o"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bayeskernel.cli", "fit", str(data / "A.npy"), str(data / "B.npy"),
+         *KERNEL, "--prior", "smooth", "--quiet", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().endswith("bayeskernel: interrupted")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_the_same_array_as_a_and_b_is_refused(data, tmp_path):
     result = run("fit", data / "A.npy", data / "A.npy", *KERNEL, *QUICK, "--out", tmp_path / "o")
     assert result.returncode == 2 and "hold the same array" in result.stderr

@@ -257,6 +257,32 @@ def test_files_declaring_huge_arrays_get_one_line(tmp_path, monkeypatch):
         read_array(tmp_path / "bomb.png")
 
 
+def _netcdf_declaring(path, shape):
+    """A small compressed NetCDF file whose one variable declares ``shape`` float64."""
+    import h5netcdf
+
+    dims = ("chain", "draw", "kernel_row", "kernel_col")
+    with h5netcdf.File(path, "w") as handle:
+        group = handle.create_group("posterior")
+        group.dimensions = dict(zip(dims, shape))
+        group.create_variable("kernel", dims, "f8", chunks=(1, 1, *shape[2:]), compression="gzip")
+    return path
+
+
+def test_a_netcdf_file_declaring_huge_arrays_is_refused_before_reading(tmp_path, monkeypatch):
+    # 7 kB on disk, 745 GiB declared: refused with the number, not a MemoryError.
+    huge = _netcdf_declaring(tmp_path / "huge.nc", (4, 100_000, 500, 500))
+    assert huge.stat().st_size < 100_000
+    with pytest.raises(InputError, match=r"huge.nc: declares 745.1 GiB of arrays; half this"):
+        load(huge)
+    # The guard reads the declaration, not the allocation: 80 MB declared on a
+    # machine told it has 100 MB is refused before anything is read.
+    modest = _netcdf_declaring(tmp_path / "modest.nc", (1, 40, 500, 500))
+    monkeypatch.setattr(bk.io, "memory_bytes", lambda: 100 * 2**20)
+    with pytest.raises(InputError, match=r"modest.nc: declares 0.1 GiB of arrays"):
+        load(modest)
+
+
 def test_round_trip_keeps_per_pair_noise(tmp_path, rng):
     sigma = rng.uniform(1, 2, (2, 10, 3))  # one noise sd per image pair
     original = bk.KernelPosterior(

@@ -8,7 +8,7 @@ import numpyro.distributions as dist
 import pytest
 
 import bayeskernel as bk
-from bayeskernel.compare import compare
+from bayeskernel.comparison import compare
 from bayeskernel.priors import KernelPrior, LowRankPrior, ParametricPrior
 from bayeskernel.priors.parametric import family_kernel
 

@@ -182,3 +182,15 @@ def test_interval_probabilities_and_compare_inputs_are_checked(data):
 def test_simulate_refuses_what_would_make_nan_data(kwargs, message):
     with pytest.raises(ValueError, match=message):
         bk.simulate((16, 16), **kwargs)
+
+
+def test_every_public_name_loads_and_is_listed():
+    import bayeskernel
+
+    assert set(bayeskernel.__all__) == {*bayeskernel._EXPORTS, "__version__"}
+    for name in bayeskernel.__all__:
+        assert getattr(bayeskernel, name) is not None
+    # The functions keep their names although modules of similar names exist.
+    assert callable(bayeskernel.simulate) and callable(bayeskernel.compare)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        bayeskernel.nonexistent  # noqa: B018
