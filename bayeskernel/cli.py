@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
         )
         warnings.showwarning = _show_warning  # one line, no source location
-        previous = _interrupt_on_sigterm()
+        previous = _interrupt_on_signals()
         try:
             return _COMMANDS[args.command](args, say)
         except KeyboardInterrupt:
@@ -622,23 +622,53 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: {message}", file=sys.stderr)
             return EXIT_USAGE
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for number, handler in (previous or {}).items():
+                signal.signal(number, handler)
 
 
-def _interrupt_on_sigterm():
-    """SIGTERM as Ctrl-C: results being written are removed, not left half-done.
+def _interrupt_on_signals():
+    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt``, which is never lost.
 
-    Returns the previous handler (None off the main thread, where Python
-    cannot set one).
+    Python's own handler raises wherever the main thread is, and an exception
+    raised inside a garbage-collector callback (JAX registers one) is printed
+    and dropped: the command would go on as if never interrupted. Ours
+    delivers the signal again just after such a callback (or import). SIGTERM is treated
+    as Ctrl-C, so results being written are removed, not left half-done.
+
+    Returns the previous handlers (None off the main thread, where Python
+    cannot set them).
     """
     if threading.current_thread() is not threading.main_thread():
         return None
+    return {number: signal.signal(number, _interrupt) for number in _SIGNALS}
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REDELIVER_SECONDS = 0.05  # a garbage-collector callback takes microseconds
+
+
+def _interrupt(signum, frame):
+    if _must_wait(frame):
+        threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum)).start()
+        return
+    raise KeyboardInterrupt
+
+
+def _must_wait(frame) -> bool:
+    """Whether ``frame`` runs in a garbage-collector callback or an import.
+
+    An exception raised in the first is dropped; one raised while a compiled
+    extension (jaxlib) initialises can leave it half-built and crash the
+    process on its way out.
+    """
+    import gc
+
+    codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes or frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def run() -> None:
