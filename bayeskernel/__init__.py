@@ -20,6 +20,7 @@ _EXPORTS = {
     "PriorDominatedWarning": "api",
     "fit": "api",
     "compare": "comparison",
+    "ccd_variance": "observation",
     "use_compilation_cache": "compilation_cache",
     "ConvolutionOperator": "forward",
     "convolve": "forward",
@@ -61,6 +62,7 @@ _SUBMODULES = (
     "metrics",
     "model",
     "normal",
+    "observation",
     "plots",
     "posterior",
     "priors",
@@ -86,6 +88,7 @@ __all__ = [
     "SimulatedCase",
     "SmoothPrior",
     "__version__",
+    "ccd_variance",
     "central_window",
     "compare",
     "convolve",
@@ -130,6 +133,7 @@ if TYPE_CHECKING:  # what static tools see
     from bayeskernel.forward import ConvolutionOperator, convolve, make_operator, output_shape
     from bayeskernel.io import load
     from bayeskernel.metrics import central_window, coverage, relative_error
+    from bayeskernel.observation import ccd_variance
     from bayeskernel.posterior import KernelPosterior
     from bayeskernel.priors import (
         ConstrainedPrior,

@@ -17,6 +17,13 @@ from bayeskernel.forward import make_operator
 from bayeskernel.infer.collapsed import HYPER_SAMPLERS, SOLVERS
 from bayeskernel.infer.common import prng_key
 from bayeskernel.model import HyperScales, check_hyper_scales, default_hyper_scales
+from bayeskernel.observation import (
+    background_terms,
+    check_background,
+    draw_background,
+    model_terms,
+    observe,
+)
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
 
@@ -43,6 +50,8 @@ DEFAULT_SAMPLES = {"exact": 250, "map": 250, "nuts": 500, "svi": 500}
 MAX_ENTRIES_PER_PIXEL = 1000
 # prior="auto": candidates averaged over, weighted by the exact marginal likelihood.
 AUTO_PRIORS = ("smooth", "smooth2", "radial", "radial1")
+# Random stream of the background draws, apart from the kernel's (ASCII "bg").
+BACKGROUND_STREAM = 0x6267
 
 
 def fit(
@@ -54,6 +63,9 @@ def fit(
     prior: str | KernelPrior | Sequence[str | KernelPrior] = "auto",
     method: Literal["auto", "exact", "map", "nuts", "svi"] = "auto",
     mask=None,
+    background: int | None = None,
+    variance=None,
+    weights=None,
     num_warmup: int = 500,
     num_samples: int | None = None,
     num_chains: int = 2,
@@ -115,6 +127,22 @@ def fit(
         ``'nuts'``: NUTS on the full model. ``'svi'``: low-rank Gaussian guide.
     mask : (H, W) bool array_like, optional
         ``True`` where ``B`` is observed.
+    background : int, optional
+        Fit a background with the kernel: a polynomial of this degree in the
+        pixel position (``0``: a constant sky offset, ``1``: a plane, ...), one
+        per image pair, with a broad Gaussian prior (sd ten times the pair's
+        rms(B)). Default None: no background term. The exact route integrates
+        it out exactly (:mod:`bayeskernel.observation`); its coefficients are
+        drawn given each kernel draw (``background_draws``, in the order of
+        ``background_terms``), and ``log p(B)`` compares degrees.
+    variance : (H, W) array_like or list of them, optional
+        The noise variance of each pixel of ``B`` (e.g. read noise squared
+        plus signal over gain: :func:`bayeskernel.observation.ccd_variance`).
+        NaN or inf mark unobserved pixels. The noise sd ``sigma`` is then a
+        scale on the map, ``sd[i] = sigma * sqrt(variance[i])``: about 1 when
+        the map is right (``noise_sigma=1`` trusts it as given).
+    weights : (H, W) array_like or list of them, optional
+        Inverse variances instead of ``variance`` (0: unobserved).
     num_warmup, num_samples, num_chains : int
         Sampler settings (``num_samples`` per chain; SVI draws ``num_samples``).
         ``num_samples=None`` (default): :data:`DEFAULT_SAMPLES` of the route,
@@ -206,6 +234,17 @@ def fit(
             raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
     pairs = _check_pairs(A, B, kernel_shape, mode, mask)
     kernel_shape = pairs[0][2]
+    background = check_background(background)
+    noise_weights = _noise_weights(variance, weights, pairs)
+    if noise_weights is not None:
+        pairs = [
+            (a, b, shape, (w > 0) if m is None else (m & (w > 0)))
+            for (a, b, shape, m), w in zip(pairs, noise_weights, strict=True)
+        ]
+        for index, (*_, m) in enumerate(pairs):
+            if not m.any():
+                where = "" if len(pairs) == 1 else f" of pair {index}"
+                raise ValueError(f"no observed pixel{where}: every weight is 0 or masked")
     _check_kernel_size(
         kernel_shape, sum(b.size if m is None else int(m.sum()) for _, b, _, m in pairs)
     )
@@ -251,9 +290,21 @@ def fit(
             np.concatenate([v.ravel() for v in seen]),
             kernel_shape,
         )
+        if noise_weights is not None:
+            # sigma scales the weighted noise: its prior follows the weighted data.
+            whitened = np.concatenate([
+                (b * np.sqrt(w))[m] for (_, b, _, m), w in zip(pairs, noise_weights, strict=True)
+            ])  # fmt: skip
+            scales = scales._replace(noise=float(np.sqrt(np.mean(whitened**2))) or 1.0)
     else:
         scales = check_hyper_scales(hyper_scales)
     _check_storage(scales.kernel, draws_dtype)
+    observations = None
+    if background is not None or noise_weights is not None:
+        observations = tuple(
+            observe(b, m, None if noise_weights is None else w, background)
+            for (_, b, _, m), w in zip(pairs, noise_weights or [None] * len(pairs), strict=True)
+        )
     num_observed = sum(v.size for v in seen)
     if centered is None:
         centered = num_observed >= getattr(prior, "num_latent", 0)
@@ -268,6 +319,13 @@ def fit(
         else:
             operator, data = operators, datas
             jmask = None if all(m is None for m in masks) else masks
+        nuisance = None
+        if observations is not None and method in ("nuts", "svi"):
+            nuisance = tuple(
+                model_terms(obs, None if noise_weights is None else w, background)
+                for obs, w in zip(observations, noise_weights or [None] * len(pairs), strict=True)
+            )
+        sampled = dict(noise_per_pair=noise_per_pair, nuisance=nuisance)
         common = dict(
             mask=jmask,
             noise_sigma=noise_sigma,
@@ -279,7 +337,7 @@ def fit(
             from bayeskernel.averaging import fit_model_average
 
             posterior = fit_model_average(
-                operator, candidates, scales, data, rng_key, mask=jmask,
+                operator, candidates, scales, data, rng_key, mask=jmask, observations=observations,
                 num_samples=num_samples, num_chains=num_chains, noise_sigma=noise_sigma,
                 kernel_scale=kernel_scale, solver=solver, progress_bar=progress_bar,
                 draws_dtype=draws_dtype,
@@ -290,7 +348,7 @@ def fit(
             posterior = run_nuts(
                 operator, prior, scales, data, rng_key,
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                centered=centered, noise_per_pair=noise_per_pair, thinning=thinning, **common,
+                centered=centered, thinning=thinning, **sampled, **common,
             )  # fmt: skip
         elif method == "svi":
             from bayeskernel.infer.svi import run_svi
@@ -298,7 +356,7 @@ def fit(
             posterior = run_svi(
                 operator, prior, scales, data, rng_key,
                 num_steps=num_steps, num_samples=num_samples, centered=centered,
-                noise_per_pair=noise_per_pair, **common,
+                **sampled, **common,
             )  # fmt: skip
         else:
             from bayeskernel.infer.collapsed import run_exact
@@ -307,8 +365,20 @@ def fit(
                 operator, prior, scales, data, rng_key,
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 optimise=(method == "map"), solver=solver, thinning=thinning,
-                hyper_sampler=hyper_sampler, **common,
+                hyper_sampler=hyper_sampler, observations=observations, **common,
             )  # fmt: skip
+        if background is not None and method in ("nuts", "svi"):
+            posterior.background_terms = background_terms(background)
+        elif background is not None:
+            draws = draw_background(
+                observations, operators, datas, posterior.kernel_draws,
+                posterior.noise_sigma_draws, jax.random.fold_in(rng_key, BACKGROUND_STREAM),
+            )  # fmt: skip
+            posterior.background_draws = draws[:, :, 0] if len(pairs) == 1 else draws
+            posterior.background_terms = background_terms(background)
+        if noise_weights is not None:
+            posterior.diagnostics["noise_model"] = "variance map"
+            posterior.noise_weights = noise_weights[0] if len(pairs) == 1 else noise_weights
     posterior.diagnostics["hyper_scales"] = {"noise": scales.noise, "kernel": scales.kernel}
     for text in prior_dominance_warnings(posterior):
         warnings.warn(PriorDominatedWarning(text), stacklevel=2)
@@ -319,6 +389,41 @@ def fit(
         posterior.image = [a for a, _ in restored]
         posterior.observed = [b for _, b in restored]
     return posterior
+
+
+def _noise_weights(variance, weights, pairs) -> list[np.ndarray] | None:
+    """Per pair: inverse noise variances (0 where unobserved), or None if not given."""
+    if variance is not None and weights is not None:
+        raise ValueError("give variance= or weights=, not both (weights are 1 / variance)")
+    name, given = ("variance", variance) if variance is not None else ("weights", weights)
+    if given is None:
+        return None
+    several = len(pairs) > 1
+    if several != isinstance(given, (list, tuple)) or (several and len(given) != len(pairs)):
+        expected = f"a list of {len(pairs)} arrays" if several else "one array"
+        raise ValueError(f"{name} must be {expected}, as B is")
+    out = []
+    for index, (value, (_, b, _, _)) in enumerate(zip(given if several else [given], pairs)):
+        label = f"{name}[{index}]" if several else name
+        array = np.ma.filled(np.ma.asarray(value, dtype=np.float64), np.nan)
+        if array.shape != b.shape:
+            raise ValueError(f"{label} must have B's shape {b.shape}, got {array.shape}")
+        finite = np.isfinite(array)
+        if name == "variance":
+            if (array[finite] <= 0).any():
+                raise ValueError(
+                    f"{label} must be positive where finite (NaN or inf: unobserved), "
+                    f"got a minimum of {array[finite].min():.3g}"
+                )
+            w = np.where(finite, 1.0 / np.where(finite, array, 1.0), 0.0)
+        else:
+            if not finite.all() or (array < 0).any():
+                raise ValueError(f"{label} must be finite and >= 0 (0: unobserved)")
+            w = array
+        if not (w > 0).any():
+            raise ValueError(f"{label} leaves no observed pixel (every weight is 0)")
+        out.append(w)
+    return out
 
 
 def _check_kernel_size(kernel_shape, num_observed: int) -> None:

@@ -96,6 +96,7 @@ def fit_model_average(
     rng_key: jax.Array,
     *,
     mask=None,
+    observations: tuple | None = None,
     num_samples: int = 500,
     num_chains: int = 2,
     noise_sigma: float | None = None,
@@ -108,7 +109,7 @@ def fit_model_average(
 
     Parameters
     ----------
-    operator, observed, mask
+    operator, observed, mask, observations
         As :func:`bayeskernel.infer.collapsed.run_exact` takes them.
     priors : sequence of LinearGaussianPrior
         The candidates, with distinct names.
@@ -145,12 +146,14 @@ def fit_model_average(
         return _Candidate(prepared, hyper, hyper_key)
 
     candidates = []
+    normal_cache = {}  # the data's weighted normal matrix, shared by the candidates
     with Progress(progress_bar, "prior='auto'") as progress:
         for prior in priors:
             progress.stage(f"scoring {prior.name}")
             prepared = prepare(
-                operator, prior, observed, probe_key, mask=mask, solver=solver, screening=True,
-                progress=progress.advance,
+                operator, prior, observed, probe_key, mask=mask, observations=observations,
+                solver=solver, screening=True, progress=progress.advance,
+                normal_cache=normal_cache,
             )  # fmt: skip
             candidates.append(score(prepared))
         # Complete the screened candidates that could carry weight, best first.

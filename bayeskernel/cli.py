@@ -114,6 +114,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _degree(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"expected a degree 0..5, got {text!r}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -221,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="how B is cropped (see 'modes' above)",
     )  # fmt: skip
     _add_fit_options(fit, defaults={"method": "auto", "samples": None, "prior": "auto"})
+    fit.add_argument(
+        "--background", type=_degree, metavar="DEG",
+        help="fit a background with the kernel: a polynomial of this degree in the pixel "
+        "position (0: a constant sky or bias offset, 1: a plane); default none",
+    )  # fmt: skip
+    noise = fit.add_mutually_exclusive_group()
+    noise.add_argument(
+        "--variance", type=Path, metavar="FILE",
+        help="noise variance of each pixel of B (same shape; NaN or inf: unobserved); the "
+        "fitted noise sd is then a scale on it, about 1 when the map is right",
+    )  # fmt: skip
+    noise.add_argument(
+        "--weights", type=Path, metavar="FILE",
+        help="inverse noise variance of each pixel of B instead of --variance (0: unobserved)",
+    )  # fmt: skip
     fit.add_argument(
         "--chains",
         type=_positive_int,
@@ -475,6 +500,17 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
                 f"{args.true_kernel}: true kernel has shape {true_kernel.shape}, expected "
                 f"--kernel-shape {kernel_shape}"
             )
+    noise_map = {}
+    for name in ("variance", "weights"):
+        path = getattr(args, name)
+        if path is not None:
+            values = read_array(path, key=args.key, role=name, allow_nan=name == "variance")
+            if values.shape != observed.shape:
+                raise ValueError(
+                    f"{path}: --{name} has shape {values.shape}, but B ({args.b_file}) has "
+                    f"{observed.shape}"
+                )
+            noise_map[name] = values
     _check_out(args.out, args.overwrite)  # a bad --out fails before a long fit
     _use_compilation_cache(args)
     say(
@@ -486,11 +522,13 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
         image, observed, kernel_shape, mode=args.mode, prior=args.prior, method=args.method,
         num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
         solver=args.solver, binary=args.binary, seed=args.seed, progress_bar=not args.quiet,
+        background=args.background, **noise_map,
     )  # fmt: skip
     say(f"fitted in {time.perf_counter() - start:.1f} s; writing results to {args.out}/")
     extra = {
         "inputs": {
             "A": str(args.a_file), "B": str(args.b_file), "key": args.key,
+            **{name: str(getattr(args, name)) for name in noise_map},
             "A_shape": list(image.shape), "B_shape": list(observed.shape),
         },
     }  # fmt: skip
@@ -632,8 +670,9 @@ def _interrupt_on_signals():
     Python's own handler raises wherever the main thread is, and an exception
     raised inside a garbage-collector callback (JAX registers one) is printed
     and dropped: the command would go on as if never interrupted. Ours
-    delivers the signal again just after such a callback (or import). SIGTERM is treated
-    as Ctrl-C, so results being written are removed, not left half-done.
+    delivers the signal again just after such a callback (or a finaliser, or
+    an import). SIGTERM is treated as Ctrl-C, so results being written are
+    removed, not left half-done.
 
     Returns the previous handlers (None off the main thread, where Python
     cannot set them).
@@ -655,17 +694,23 @@ def _interrupt(signum, frame):
 
 
 def _must_wait(frame) -> bool:
-    """Whether ``frame`` runs in a garbage-collector callback or an import.
+    """Whether ``frame`` runs in a garbage-collector callback, a finaliser or an import.
 
-    An exception raised in the first is dropped; one raised while a compiled
-    extension (jaxlib) initialises can leave it half-built and crash the
-    process on its way out.
+    An exception raised in the first two is printed and dropped; one raised
+    while a compiled extension (jaxlib) initialises can leave it half-built
+    and crash the process on its way out.
     """
     import gc
 
     codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
     while frame is not None:
-        if frame.f_code in codes or frame.f_code.co_filename.startswith("<frozen importlib"):
+        code = frame.f_code
+        if (
+            code in codes
+            or code.co_name == "__del__"
+            or code.co_filename.startswith("<frozen importlib")
+            or (code.co_name == "__call__" and code.co_filename.endswith("weakref.py"))
+        ):
             return True
         frame = frame.f_back
     return False

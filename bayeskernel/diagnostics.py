@@ -44,13 +44,16 @@ _AUTOCORRELATION_FLOOR = 0.1
 _MAX_ENTRIES_CHECKED = 256
 
 
-def residuals(posterior: KernelPosterior) -> np.ndarray | None:
-    """Residual map ``B - convolve2d(A, K_mean, mode)``.
+def residuals(posterior: KernelPosterior, standardised: bool = False) -> np.ndarray | None:
+    """Residual map ``B - convolve2d(A, K_mean, mode) - background``.
 
     Parameters
     ----------
     posterior : KernelPosterior
         Must carry its data (``image`` and ``observed``).
+    standardised : bool
+        Times ``sqrt(weights)`` where the fit had a noise variance map, so
+        that white noise of sd ``noise_sigma`` is what a good fit leaves.
 
     Returns
     -------
@@ -58,16 +61,29 @@ def residuals(posterior: KernelPosterior) -> np.ndarray | None:
         NaN where ``B`` is unobserved; ``None`` when the posterior has no data.
         With several image pairs, the first pair's residual.
     """
+    return _residual_and_signal(posterior, standardised)[0]
+
+
+def _residual_and_signal(posterior: KernelPosterior, standardised: bool):
+    """Pair 0's residual and its predicted blurred signal (``None, None`` without data)."""
     if posterior.image is None or posterior.observed is None:
-        return None
+        return None, None
     image, observed = posterior.image, posterior.observed
+    weights = posterior.noise_weights
     if isinstance(image, list):  # several pairs: the first pair's map
         image, observed = image[0], observed[0]
+        weights = None if weights is None else weights[0]
     # scipy.signal.convolve picks direct or FFT by cost; same result as convolve2d.
     predicted = scipy.signal.convolve(
         np.asarray(image, dtype=float), posterior.kernel_mean, mode=posterior.mode
     )
-    return np.asarray(observed, dtype=float) - predicted
+    residual = np.asarray(observed, dtype=float) - predicted
+    if posterior.background_draws is not None:
+        residual = residual - posterior.background_image(0)
+    if standardised and weights is not None:
+        weights = np.asarray(weights, dtype=float)
+        residual = np.where(weights > 0, residual * np.sqrt(weights), np.nan)
+    return residual, predicted
 
 
 def lag1_autocorrelation(residual: np.ndarray) -> tuple[float, int]:
@@ -181,11 +197,11 @@ def _divergence_warnings(posterior: KernelPosterior) -> list[str]:
 
 
 def _residual_warnings(posterior: KernelPosterior) -> list[str]:
-    residual = residuals(posterior)
+    residual, signal = _residual_and_signal(posterior, standardised=True)
     if residual is None:
         return []
     values = residual[np.isfinite(residual)]
-    found = []
+    found = _missing_block_warnings(posterior, residual, signal)
     sigma = float(np.mean(posterior.pair_noise_sigma_draws(0)))  # residual() is pair 0's
     if values.size > 1 and sigma > 0:
         ratio = float(np.std(values)) / sigma
@@ -214,6 +230,52 @@ def _residual_warnings(posterior: KernelPosterior) -> list[str]:
                 "A and B, or whether the noise is really white."
             )
     return found
+
+
+def _missing_block_warnings(posterior: KernelPosterior, residual, signal) -> list[str]:
+    """Residual structure that names a missing part of the model: a background, a variance map."""
+    seen = np.isfinite(residual)
+    values = residual[seen]
+    if values.size < _MIN_PIXELS_CHECKED:
+        return []
+    found = []
+    spread = float(np.std(values))
+    mean = float(np.mean(values))
+    if (
+        posterior.background_draws is None
+        and abs(mean) > _OFFSET_SE * spread / np.sqrt(values.size)
+        and abs(mean) > _OFFSET_FRACTION * spread
+    ):
+        found.append(
+            f"residuals have a mean of {mean:.3g} ({mean / spread:.2f} of their sd): B holds "
+            "an offset the kernel cannot explain (a sky or bias level); fit it with "
+            "background=0 (a constant), or background=1 for a gradient."
+        )
+    if posterior.noise_weights is None:
+        order = np.argsort(signal[seen])
+        fifth = max(1, values.size // 5)
+        faint, bright = values[order[:fifth]], values[order[-fifth:]]
+        ratio = float(np.var(bright) / max(np.var(faint), 1e-300))
+        if ratio > _VARIANCE_GROWTH:
+            found.append(
+                f"the residual variance grows with the signal ({ratio:.1f} times larger in the "
+                "brightest fifth of the pixels than in the faintest): the noise is not white "
+                "(photon noise); give the noise variance map, variance= (e.g. "
+                "bayeskernel.ccd_variance(B, gain, read_noise))."
+            )
+    return found
+
+
+# The missing-block checks read at least this many observed pixels.
+_MIN_PIXELS_CHECKED = 50
+# A residual mean this many standard errors from 0, and at least this fraction
+# of the residual sd, names a missing background.
+_OFFSET_SE = 5.0
+_OFFSET_FRACTION = 0.1
+# Residual variance in the brightest fifth of pixels over that in the faintest
+# fifth: white noise keeps it near 1 (about 1 +- 0.3 on 250 pixels); photon
+# noise on stars gives tens.
+_VARIANCE_GROWTH = 3.0
 
 
 # Below this fraction of the latent degrees of freedom determined by the data,

@@ -327,8 +327,9 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     # A parametric prior's named parameters (e.g. a Gaussian's width) beside the kernel.
     parameters = {
         name: np.asarray(values) for name, values in posterior.data_vars.items()
-        if name not in needed
+        if name not in needed and name != "background"
     }  # fmt: skip
+    background = posterior["background"] if "background" in posterior else None
     return KernelPosterior(
         kernel_draws=posterior["kernel"].values,
         noise_sigma_draws=posterior["noise_sigma"].values,
@@ -341,6 +342,11 @@ def load(path: str | os.PathLike) -> KernelPosterior:
         parameter_draws=parameters,
         image=image,
         observed=observed,
+        noise_weights=_data(idata, "constant_data", "weights"),
+        background_draws=None if background is None else background.values,
+        background_terms=(
+            () if background is None else tuple(map(str, background["background_term"].values))
+        ),
     )
 
 

@@ -110,6 +110,7 @@ def kernel_model(
     kernel_scale: float | None = None,
     centered: bool = False,
     noise_per_pair: bool = False,
+    nuisance: tuple | None = None,
 ) -> None:
     """Full model over the latent kernel and both hyperparameters.
 
@@ -135,12 +136,16 @@ def kernel_model(
     noise_per_pair : bool
         With several pairs: one noise sd per pair (site ``noise_sigma`` of
         shape ``(pairs,)``) instead of one shared.
+    nuisance : tuple of PairTerms, optional
+        Per pair (:func:`bayeskernel.observation.model_terms`): a background
+        block (site ``background``, or ``background_<i>`` with several pairs)
+        and the pixels' noise sd relative to ``sigma``.
     """
     num_noise = len(operator) if noise_per_pair else None
     if not isinstance(prior, LinearGaussianPrior):
         if noise_sigma is None:
             noise_sigma = _sample_noise(scales, num_noise)
-        _likelihood(operator, prior.sample(scales), noise_sigma, observed, mask)
+        _likelihood(operator, prior.sample(scales), noise_sigma, observed, mask, nuisance)
         return
     scale, sigma = sample_hyperparameters(
         scales, noise_sigma=noise_sigma, kernel_scale=kernel_scale, num_noise=num_noise
@@ -155,10 +160,10 @@ def kernel_model(
             "kernel_latent", dist.Normal(0.0, 1.0).expand([prior.num_latent]).to_event(1)
         )
         kernel = scale * prior.to_kernel(latent)
-    _likelihood(operator, kernel, sigma, observed, mask)
+    _likelihood(operator, kernel, sigma, observed, mask, nuisance)
 
 
-def _likelihood(operator, kernel, sigma, observed, mask) -> None:
+def _likelihood(operator, kernel, sigma, observed, mask, nuisance=None) -> None:
     """Gaussian likelihood of ``B`` around the blurred kernel, masked pixels left out.
 
     With tuples (several pairs) each pair is its own site ``observed_<i>``.
@@ -166,16 +171,27 @@ def _likelihood(operator, kernel, sigma, observed, mask) -> None:
     if isinstance(operator, tuple):
         observed = observed if observed is not None else (None,) * len(operator)
         mask = mask if mask is not None else (None,) * len(operator)
-        for index, parts in enumerate(zip(operator, observed, mask, strict=True)):
+        nuisance = nuisance if nuisance is not None else (None,) * len(operator)
+        for index, parts in enumerate(zip(operator, observed, mask, nuisance, strict=True)):
             # A vector sigma holds one noise sd per pair.
             pair_sigma = sigma[index] if jnp.ndim(sigma) == 1 else sigma
-            _pair_likelihood(f"observed_{index}", kernel, pair_sigma, *parts)
+            _pair_likelihood(f"observed_{index}", kernel, pair_sigma, *parts, f"_{index}")
     else:
-        _pair_likelihood("observed", kernel, sigma, operator, observed, mask)
+        terms = None if nuisance is None else nuisance[0]
+        _pair_likelihood("observed", kernel, sigma, operator, observed, mask, terms, "")
 
 
-def _pair_likelihood(name, kernel, sigma, operator, observed, mask) -> None:
-    likelihood = dist.Normal(operator(kernel), sigma)
+def _pair_likelihood(name, kernel, sigma, operator, observed, mask, terms=None, suffix=""):
+    mean = operator(kernel)
+    if terms is not None and terms.design is not None:
+        beta = numpyro.sample(
+            "background" + suffix,
+            dist.Normal(0.0, terms.prior_scale).expand([terms.design.shape[-1]]).to_event(1),
+        )
+        mean = mean + terms.design @ beta
+    if terms is not None and terms.noise_sd is not None:
+        sigma = sigma * terms.noise_sd
+    likelihood = dist.Normal(mean, sigma)
     if mask is not None:
         likelihood = likelihood.mask(mask)
     numpyro.sample(name, likelihood.to_event(2), obs=observed)

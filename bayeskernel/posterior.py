@@ -54,6 +54,14 @@ class KernelPosterior:
         The data ``A`` and ``B``, kept for residual plots.
     parameter_draws : dict of (chains, draws) ndarray
         Named parameters of parametric and low-rank priors (e.g. ``exponent``).
+    background_draws : (chains, draws, k) or (chains, draws, pairs, k) ndarray, optional
+        Background coefficients (``fit(..., background=d)``), one set per pair
+        with several pairs.
+    background_terms : tuple of str
+        The background's monomials, e.g. ``('1', 'y', 'x')``.
+    noise_weights : ndarray, list of them, or None
+        Relative inverse noise variances of ``B`` (``fit(..., variance=)``),
+        0 where unobserved; kept for the residual checks.
     """
 
     kernel_draws: np.ndarray
@@ -67,6 +75,9 @@ class KernelPosterior:
     image: np.ndarray | None = None
     observed: np.ndarray | None = None
     parameter_draws: dict[str, np.ndarray] = field(default_factory=dict)
+    background_draws: np.ndarray | None = None
+    background_terms: tuple[str, ...] = ()
+    noise_weights: np.ndarray | list | None = None
 
     # --- shapes ------------------------------------------------------------
     @property
@@ -147,6 +158,35 @@ class KernelPosterior:
         lower, upper = np.quantile(self.noise_sigma_draws, [(1 - prob) / 2, (1 + prob) / 2])
         return float(lower), float(upper)
 
+    @property
+    def background_mean(self) -> np.ndarray | None:
+        """Posterior mean of the background coefficients, ``(k,)`` or ``(pairs, k)``."""
+        if self.background_draws is None:
+            return None
+        return np.mean(self.background_draws, axis=(0, 1))
+
+    def background_interval(self, prob: float = 0.95) -> tuple | None:
+        """Equal-tailed credible intervals of the background coefficients."""
+        _check_prob(prob)
+        if self.background_draws is None:
+            return None
+        flat = self.background_draws.reshape((-1,) + self.background_draws.shape[2:])
+        lower, upper = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+        return lower, upper
+
+    def background_image(self, pair: int = 0) -> np.ndarray | None:
+        """Posterior mean background on ``B``'s grid of image pair ``pair``."""
+        from bayeskernel.observation import background_image
+
+        if self.background_draws is None:
+            return None
+        several = self.background_draws.ndim == 4
+        observed = self.observed[pair] if isinstance(self.observed, list) else self.observed
+        if observed is None:
+            raise ValueError("background_image needs the data B (kept by fit, and by load)")
+        mean = self.background_mean[pair] if several else self.background_mean
+        return background_image(mean, np.shape(observed))
+
     def pair_noise_sigma_draws(self, index: int = 0) -> np.ndarray:
         """``(chains, draws)`` noise sd draws of image pair ``index`` (shared or its own)."""
         if self.noise_per_pair:
@@ -192,6 +232,7 @@ class KernelPosterior:
                 "sd": float(self._flat_kernels().sum(axis=(1, 2), dtype=np.float64).std()),
             },
             "mean_interval_width": float(np.mean(upper - lower)),
+            **self._background_summary(prob),
             "interval_prob": prob,
             "divergences": divergences,
             "convergence": self.convergence(),
@@ -201,6 +242,19 @@ class KernelPosterior:
                 k: float(v) for k, v in self.diagnostics.get("prior_weights", {}).items()
             },
             "warnings": diagnose(self),
+        }
+
+    def _background_summary(self, prob: float) -> dict:
+        if self.background_draws is None:
+            return {}
+        lower, upper = self.background_interval(prob)
+        return {
+            "background": {
+                "terms": list(self.background_terms),
+                "mean": np.asarray(self.background_mean).tolist(),
+                "lower": np.asarray(lower).tolist(),
+                "upper": np.asarray(upper).tolist(),
+            }
         }
 
     def __str__(self) -> str:
@@ -225,6 +279,14 @@ class KernelPosterior:
             f"  kernel scale     {s['kernel_scale_mean']:.4g}",
             f"  mean 95% width   {s['mean_interval_width']:.4g}",
         ]
+        if "background" in s:
+            mean = np.atleast_2d(s["background"]["mean"])
+            for index, row in enumerate(mean):
+                label = "background" if mean.shape[0] == 1 else f"background [{index}]"
+                terms = ", ".join(
+                    f"{t} {v:.4g}" for t, v in zip(s["background"]["terms"], row, strict=True)
+                )
+                lines.append(f"  {label:<16} {terms}")
         if s["prior_weights"]:
             ranked = sorted(s["prior_weights"].items(), key=lambda item: -item[1])
             lines.append("  prior weights    " + ", ".join(f"{name} {w:.3g}" for name, w in ranked))
@@ -259,12 +321,21 @@ class KernelPosterior:
             **self.parameter_draws,
         }
         kwargs: dict[str, Any] = {}
+        if self.background_draws is not None:
+            posterior["background"] = self.background_draws
+            kwargs["coords"] = {"background_term": list(self.background_terms)}
         if isinstance(self.observed, list):  # several pairs: B_0, B_1, ... and A_0, ...
             kwargs["observed_data"] = {f"B_{i}": np.asarray(b) for i, b in enumerate(self.observed)}
             kwargs["constant_data"] = {f"A_{i}": np.asarray(a) for i, a in enumerate(self.image)}
         elif self.observed is not None:
             kwargs["observed_data"] = {"B": np.asarray(self.observed)}
             kwargs["constant_data"] = {"A": np.asarray(self.image)}
+        if isinstance(self.noise_weights, list):
+            kwargs.setdefault("constant_data", {}).update(
+                {f"weights_{i}": np.asarray(w) for i, w in enumerate(self.noise_weights)}
+            )
+        elif self.noise_weights is not None:
+            kwargs.setdefault("constant_data", {})["weights"] = np.asarray(self.noise_weights)
         with warnings.catch_warnings():
             # The arrays are (chain, draw, ...) by construction; ArviZ guesses
             # otherwise when there are more chains than draws.
@@ -278,8 +349,14 @@ class KernelPosterior:
             dims={
                 "kernel": ["kernel_row", "kernel_col"],
                 "noise_sigma": ["pair"] if self.noise_per_pair else [],
+                "background": (
+                    ["pair", "background_term"]
+                    if self.background_draws is not None and self.background_draws.ndim == 4
+                    else ["background_term"]
+                ),
                 "B": ["row", "col"],
                 "A": ["image_row", "image_col"],
+                "weights": ["row", "col"],
             },
             attrs={
                 "method": self.method,

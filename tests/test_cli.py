@@ -331,6 +331,26 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(data, tmp_path, delay):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_inside_a_finaliser_is_delivered_again():
+    import signal
+    import time
+
+    from bayeskernel import cli
+
+    class Finalised:
+        def __del__(self):
+            cli._interrupt(signal.SIGINT, sys._getframe())  # as if the signal came now
+
+    previous = signal.signal(signal.SIGINT, cli._interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Finalised()  # dropped at once: __del__ runs here
+            for _ in range(100):
+                time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_an_interrupt_inside_a_garbage_collector_callback_is_delivered_again():
     import gc
     import signal
@@ -369,3 +389,27 @@ def test_an_impossible_kernel_shape_is_one_line_not_a_traceback(data, tmp_path):
                  "--quiet", "--out", tmp_path / "o")  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the data cannot constrain it" in result.stderr
+
+
+def test_fit_with_a_background_and_a_variance_map(data, tmp_path):
+    B = np.load(data / "B.npy")
+    np.save(tmp_path / "B_sky.npy", B + 2.5)
+    np.save(tmp_path / "variance.npy", np.full(B.shape, 0.05**2))
+    out = tmp_path / "results"
+    result = run("fit", data / "A.npy", tmp_path / "B_sky.npy", *KERNEL, "--prior", "smooth",
+                 "--background", 0, "--variance", tmp_path / "variance.npy", "--plots", "none",
+                 "--quiet", "--out", out)  # fmt: skip
+    assert_ok(result)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["background"]["terms"] == ["1"]
+    assert summary["background"]["lower"][0] < 2.5 < summary["background"]["upper"][0]
+    assert 0.7 < summary["noise_sigma"]["mean"] < 1.4  # a scale on the right map
+    assert summary["inputs"]["variance"].endswith("variance.npy")
+    assert bk.load(out / "posterior.nc").background_terms == ("1",)
+    np.save(tmp_path / "small.npy", np.ones((3, 3)))
+    wrong = run("fit", data / "A.npy", data / "B.npy", *KERNEL, "--weights", tmp_path / "small.npy",
+                "--out", tmp_path / "o")  # fmt: skip
+    assert wrong.returncode == 2 and "--weights has shape (3, 3)" in wrong.stderr
+    both = run("fit", data / "A.npy", data / "B.npy", *KERNEL, "--weights", tmp_path / "small.npy",
+               "--variance", tmp_path / "small.npy", "--out", tmp_path / "o")  # fmt: skip
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

@@ -57,6 +57,7 @@ def run_exact(
     rng_key: jax.Array,
     *,
     mask=None,
+    observations: tuple | None = None,
     num_warmup: int = 500,
     num_samples: int = 500,
     num_chains: int = 2,
@@ -86,8 +87,8 @@ def run_exact(
     with Progress(progress_bar, f"exact {prior.name}") as progress:
         progress.stage("decomposition")
         prepared = prepare(
-            operator, prior, observed, probe_key, mask=mask, solver=solver,
-            progress=progress.advance,
+            operator, prior, observed, probe_key, mask=mask, observations=observations,
+            solver=solver, progress=progress.advance,
         )  # fmt: skip
         progress.stage("hyperparameters")
         hyper = hyperparameter_posterior(

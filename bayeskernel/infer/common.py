@@ -141,6 +141,9 @@ def assemble_draws(prior, scales, samples, noise_sigma, kernel_scale, centered, 
     # their last axis. Latent vectors of whitened profiles are left out.
     parameters = {
         k: v for k, v in samples.items()
-        if k not in ("noise_sigma", "kernel_scale") and not k.endswith("latent") and v.ndim <= 3
+        if k not in ("noise_sigma", "kernel_scale")
+        and not k.endswith("latent")
+        and not k.startswith("background")
+        and v.ndim <= 3
     }  # fmt: skip
     return kernels, scale, sigma, parameters

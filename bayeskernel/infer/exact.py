@@ -47,6 +47,8 @@ __all__ = [
 DENSE_LIMIT = 16_000
 # Columns of the Gram matrix built per batched operator call (memory vs speed).
 _GRAM_BATCH = 128
+# Rows of a weighted normal matrix per call: each is an image-sized array.
+_NORMAL_BATCH = 32
 
 
 @jax.tree_util.register_pytree_node_class
@@ -63,15 +65,30 @@ class WhitenedOperator:
     operators : tuple of ConvolutionOperator
     indices : tuple of (n_i,) int arrays
         Flat indices of each pair's observed pixels.
+    scales : tuple of ((n_i,) array or None)
+        Square roots of the pixels' noise weights (None: all 1): ``W`` maps
+        into whitened data ``sqrt(w) B``.
+    bases : tuple of ((n_i, k_i) array or None)
+        Orthonormal bases of each pair's background columns (whitened); ``W``
+        maps into their orthogonal complement (:mod:`bayeskernel.observation`).
     """
 
-    def __init__(self, prior: LinearGaussianPrior, operators: tuple, indices: tuple):
+    def __init__(
+        self,
+        prior: LinearGaussianPrior,
+        operators: tuple,
+        indices: tuple,
+        scales: tuple | None = None,
+        bases: tuple | None = None,
+    ):
         self.prior = prior
         self.operators = operators
         self.indices = indices
+        self.scales = scales if scales is not None else (None,) * len(operators)
+        self.bases = bases if bases is not None else (None,) * len(operators)
 
     def tree_flatten(self):
-        return (self.operators, self.indices), Static(self.prior)
+        return (self.operators, self.indices, self.scales, self.bases), Static(self.prior)
 
     @classmethod
     def tree_unflatten(cls, static: Static, children):
@@ -84,6 +101,11 @@ class WhitenedOperator:
     @property
     def num_observed(self) -> int:
         return sum(int(np.shape(i)[0]) for i in self.indices)
+
+    @property
+    def num_effective(self) -> int:
+        """Observed pixels less background terms: the data's degrees of freedom."""
+        return self.num_observed - sum(int(np.shape(q)[1]) for q in self.bases if q is not None)
 
     def apply(self, latent: jax.Array) -> jax.Array:
         """``W z`` for ``(..., p)`` latents; returns ``(..., n)``."""
@@ -100,19 +122,30 @@ class WhitenedOperator:
 def _apply(whitened: WhitenedOperator, latent: jax.Array) -> jax.Array:
     kernel = whitened.prior.to_kernel(latent)
     parts = []
-    for op, idx in zip(whitened.operators, whitened.indices, strict=True):
+    for op, idx, scale, basis in zip(
+        whitened.operators, whitened.indices, whitened.scales, whitened.bases, strict=True
+    ):
         blurred = op(kernel)
-        parts.append(blurred.reshape(blurred.shape[:-2] + (-1,))[..., idx])
+        part = blurred.reshape(blurred.shape[:-2] + (-1,))[..., idx]
+        parts.append(_project(part if scale is None else part * scale, basis))
     return jnp.concatenate(parts, axis=-1)
+
+
+def _project(values: jax.Array, basis) -> jax.Array:
+    """``values`` less their part in the span of ``basis`` (orthonormal columns)."""
+    return values if basis is None else values - (values @ basis) @ basis.T
 
 
 @jax.jit
 def _transpose(whitened: WhitenedOperator, values: jax.Array) -> jax.Array:
     splits = np.cumsum([np.shape(i)[0] for i in whitened.indices])[:-1].tolist()
     total = 0.0
-    for op, idx, part in zip(
-        whitened.operators, whitened.indices, jnp.split(values, splits, axis=-1), strict=True
-    ):
+    for op, idx, scale, basis, part in zip(
+        whitened.operators, whitened.indices, whitened.scales, whitened.bases,
+        jnp.split(values, splits, axis=-1), strict=True,
+    ):  # fmt: skip
+        part = _project(part, basis)
+        part = part if scale is None else part * scale
         shape = tuple(op.output_shape)
         full = jnp.zeros(part.shape[:-1] + (int(np.prod(shape)),), part.dtype)
         full = full.at[..., idx].set(part).reshape(part.shape[:-1] + shape)
@@ -124,13 +157,25 @@ def whitened_operator(
     operator: ConvolutionOperator | tuple,
     prior: LinearGaussianPrior,
     mask: jax.Array | tuple | None,
+    observations: tuple | None = None,
 ) -> WhitenedOperator:
     """Compose prior map, blur and observation mask into ``W`` and ``W^T``.
 
     With several image pairs (tuples of operators and masks), ``W`` stacks
     the pairs' observed pixels one after the other and ``W^T`` sums the pairs'
-    transposes: one shared kernel, one noise sd.
+    transposes: one shared kernel, one noise sd. ``observations`` (one
+    :class:`~bayeskernel.observation.PairObservation` per pair) add noise
+    weights and background blocks; their pixels replace ``mask``'s.
     """
+    if observations is not None:
+        operators = operator if isinstance(operator, tuple) else (operator,)
+        return WhitenedOperator(
+            prior,
+            operators,
+            tuple(jnp.asarray(obs.indices) for obs in observations),
+            tuple(None if obs.scales is None else jnp.asarray(obs.scales) for obs in observations),
+            tuple(None if obs.basis is None else jnp.asarray(obs.basis) for obs in observations),
+        )
     operators = operator if isinstance(operator, tuple) else (operator,)
     masks = mask if isinstance(mask, tuple) else (mask,) * len(operators)
     indices = tuple(
@@ -142,9 +187,22 @@ def whitened_operator(
     return WhitenedOperator(prior, operators, indices)
 
 
-def observed_vector(observed, mask) -> jax.Array:
-    """The observed pixels of one or several ``B`` as one flat vector (``W``'s order)."""
+def observed_vector(observed, mask, observations: tuple | None = None) -> jax.Array:
+    """The observed pixels of one or several ``B`` as one flat vector (``W``'s order).
+
+    With ``observations``: whitened (times ``sqrt(w)``) and projected off the
+    background, as ``W`` maps.
+    """
     observed = observed if isinstance(observed, tuple) else (observed,)
+    if observations is not None:
+        parts = []
+        for b, obs in zip(observed, observations, strict=True):
+            part = np.asarray(b, np.float64).reshape(-1)[obs.indices]
+            part = part if obs.scales is None else part * obs.scales
+            if obs.basis is not None:
+                part = part - obs.basis @ (obs.basis.T @ part)
+            parts.append(part)
+        return jnp.asarray(np.concatenate(parts))
     masks = mask if isinstance(mask, tuple) else (mask,) * len(observed)
     parts = [
         b.reshape(-1) if m is None else b.reshape(-1)[jnp.asarray(np.flatnonzero(np.asarray(m)))]
@@ -214,14 +272,78 @@ def _gram(func, size: int, dtype, progress=None) -> np.ndarray:
     return out
 
 
-def kernel_gram(operators: tuple, prior: LinearGaussianPrior) -> np.ndarray:
+def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
+    """``sum_i H_i^T S_i P_i S_i H_i`` on the kernel grid, for noise weights and backgrounds.
+
+    ``S_i`` multiplies by the square-root weights on the observed pixels and
+    ``P_i`` projects off the background block (:mod:`bayeskernel.observation`).
+    Prior-independent: computed once, it serves every candidate prior of a
+    model average. A pair observed everywhere with unit weights starts from
+    :func:`bayeskernel.normal.normal_matrix`; others from one blur and one
+    transpose per kernel entry. The background then subtracts ``C^T C`` with
+    ``C = Q^T S H`` (one transpose per background term).
+    """
+    total = 0.0
+    for op, obs in zip(operators, observations, strict=True):
+        size = int(np.prod(op.kernel_shape))
+        pixels = int(np.prod(obs.shape))
+        scales = np.ones(obs.indices.size) if obs.scales is None else obs.scales
+        if obs.scales is None and obs.indices.size == pixels:
+            normal = normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode)
+        else:
+            weights = np.zeros(pixels)
+            weights[obs.indices] = scales**2
+            weights = jnp.asarray(weights.reshape(obs.shape))
+            (p0, p1), ((r0, c0), (h, w)) = op.kernel_shape, op.window
+            # A padded so that every kernel offset's shifted copy is one slice.
+            padded = jnp.pad(jnp.asarray(op.image), ((p0, h + p0), (p1, w + p1)))
+            offsets = np.stack(np.unravel_index(np.arange(size), (p0, p1)), axis=1)
+            batch = -(-size // -(-size // _NORMAL_BATCH))  # equal batches: one program
+            normal = np.empty((size, size))
+            for start in range(0, size, batch):
+                chunk = offsets[start : start + batch]
+                chunk = np.pad(chunk, ((0, batch - chunk.shape[0]), (0, 0)))
+                rows = _weighted_normal_rows(
+                    op, padded, weights, jnp.asarray(chunk), (r0 + p0, c0 + p1), (h, w)
+                )
+                normal[start : start + batch] = np.asarray(rows)[: size - start]
+        if obs.basis is not None:
+            full = np.zeros((obs.num_background, pixels))
+            full[:, obs.indices] = (obs.basis * scales[:, None]).T
+            c = np.asarray(op.adjoint(jnp.asarray(full.reshape((-1,) + tuple(obs.shape)))))
+            c = c.reshape(obs.num_background, size)
+            normal = normal - c.T @ c
+        total = total + normal
+    return total
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _weighted_normal_rows(op, padded, weights, offsets, corner, shape):
+    """Rows ``H^T diag(w) H e_k`` for kernel offsets ``k``: ``H e_k`` is ``A`` shifted."""
+
+    def shifted(offset):
+        start = (corner[0] - offset[0], corner[1] - offset[1])
+        return jax.lax.dynamic_slice(padded, start, shape) * weights
+
+    columns = jax.vmap(shifted)(offsets)
+    return op.adjoint(columns).reshape(offsets.shape[0], -1)
+
+
+def kernel_gram(
+    operators: tuple, prior: LinearGaussianPrior, normal: np.ndarray | None = None
+) -> np.ndarray:
     """``W^T W = T^T (sum_i H_i^T H_i) T`` from the exact normal matrices.
 
     For unmasked pairs in kernel space: :func:`bayeskernel.normal.normal_matrix`
     costs a few FFTs of the image instead of one blur per latent column, which is
     what makes a 2048 x 2048 image with a 63 x 63 kernel take seconds.
+    ``normal``: the kernel-grid normal matrix when already known (noise
+    weights, backgrounds: :func:`observed_normal_matrix`).
     """
-    normal = sum(normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode) for op in operators)
+    if normal is None:
+        normal = sum(
+            normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode) for op in operators
+        )
     shape = tuple(prior.kernel_shape)
     transpose = partial(_latent_transpose, Static(prior))
 
@@ -282,6 +404,7 @@ def decompose(
         return kernel_space_spectrum(
             eigenvalues, basis, latent_projection, data,
             lambda coeff: np.asarray(whitened.apply(jnp.asarray(coeff))), np,
+            num_observed=whitened.num_effective,
         )  # fmt: skip
     gram = _gram(lambda e: whitened.apply(whitened.transpose(e)), n, dtype, progress)
     eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
@@ -289,10 +412,12 @@ def decompose(
         progress(1)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     projection = basis.T @ data
-    return Spectrum(eigenvalues, projection**2, 0.0, basis, None, "data", n)
+    return Spectrum(eigenvalues, projection**2, 0.0, basis, None, "data", whitened.num_effective)
 
 
-def kernel_space_spectrum(eigenvalues, basis, latent_projection, data, apply, xp=jnp) -> Spectrum:
+def kernel_space_spectrum(
+    eigenvalues, basis, latent_projection, data, apply, xp=jnp, num_observed: int | None = None
+) -> Spectrum:
     """The kernel-space :class:`Spectrum` from the eigendecomposition of ``W^T W``.
 
     Shared by :func:`decompose` (NumPy, ``xp=np``) and the vmapped tile route
@@ -310,6 +435,9 @@ def kernel_space_spectrum(eigenvalues, basis, latent_projection, data, apply, xp
         ``coeff -> W coeff``.
     xp : module
         ``numpy`` or ``jax.numpy``.
+    num_observed : int, optional
+        The data's degrees of freedom; default ``data.size`` (fewer with a
+        background block projected out).
     """
     eigenvalues = xp.clip(eigenvalues, 0.0, None)
     # d_j = c_j / sqrt(g_j); directions with g ~ 0 carry no data.
@@ -321,7 +449,7 @@ def kernel_space_spectrum(eigenvalues, basis, latent_projection, data, apply, xp
     energy = residual @ residual
     return Spectrum(
         eigenvalues, projection_sq, float(energy) if xp is np else energy, basis,
-        latent_projection, "kernel", int(data.size),
+        latent_projection, "kernel", int(data.size) if num_observed is None else num_observed,
     )  # fmt: skip
 
 

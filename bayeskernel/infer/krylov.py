@@ -233,7 +233,7 @@ def krylov_summary(
         nodes[order],
         ritz_vectors,
         space,
-        n,
+        whitened.num_effective,
     )
 
 

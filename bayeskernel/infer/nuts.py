@@ -12,6 +12,7 @@ from numpyro.infer import MCMC, NUTS
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer.common import assemble_draws
 from bayeskernel.model import HyperScales, kernel_model
+from bayeskernel.observation import background_samples
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior
 
@@ -37,6 +38,7 @@ def run_nuts(
     kernel_scale: float | None = None,
     centered: bool = False,
     noise_per_pair: bool = False,
+    nuisance: tuple | None = None,
     thinning: int = 1,
     dense_mass: bool | None = None,
     target_accept_prob: float = 0.8,
@@ -59,6 +61,7 @@ def run_nuts(
         kernel_scale=kernel_scale,
         centered=centered,
         noise_per_pair=noise_per_pair,
+        nuisance=nuisance,
     )
     kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept_prob)
     mcmc = MCMC(
@@ -95,4 +98,7 @@ def run_nuts(
         },
         sample_stats={"diverging": extra["diverging"], "n_steps": extra["num_steps"]},
         parameter_draws=parameters,
+        background_draws=background_samples(
+            samples, len(operator) if isinstance(operator, tuple) else 1
+        ),
     )

@@ -39,6 +39,7 @@ from bayeskernel.infer.exact import (
     decompose,
     kernel_gram,
     log_marginal_likelihood,
+    observed_normal_matrix,
     observed_vector,
     whitened_operator,
 )
@@ -54,6 +55,7 @@ from bayeskernel.infer.krylov import (
     single_precision,
 )
 from bayeskernel.model import HyperScales, collapsed_model
+from bayeskernel.observation import log_likelihood_offset
 from bayeskernel.priors import LinearGaussianPrior
 
 __all__ = [
@@ -128,6 +130,9 @@ class Prepared:
         draws until completed (:func:`complete`).
     facts : dict
         ``seconds_decomposition`` and, for the dense solver, ``gram_build``.
+    log_offset : float
+        Added to ``log p(B)``: the noise weights' Jacobian and the background
+        block's integral (:func:`bayeskernel.observation.log_likelihood_offset`).
     """
 
     prior: LinearGaussianPrior
@@ -140,6 +145,7 @@ class Prepared:
     mode: str
     screening: bool = False
     facts: dict = field(default_factory=dict)
+    log_offset: float = 0.0
 
     @property
     def log_likelihood(self):
@@ -221,9 +227,11 @@ def prepare(
     probe_key: jax.Array,
     *,
     mask=None,
+    observations: tuple | None = None,
     solver: str = "auto",
     screening: bool = False,
     progress=None,
+    normal_cache: dict | None = None,
 ) -> Prepared:
     """Stage 1: whiten the operator by the prior and summarise the data.
 
@@ -236,6 +244,9 @@ def prepare(
     probe_key : jax PRNGKey
         Seeds the Krylov solver's probes (unused by the dense solver).
     mask : (H, W) bool array, tuple of them, or None
+    observations : tuple of PairObservation, optional
+        Noise weights and background blocks, one per pair
+        (:func:`bayeskernel.observation.observe`); they replace ``mask``.
     solver : {'auto', 'dense', 'krylov'}
     screening : bool
         Krylov only: run :data:`SCREENING_PROBES` of the log-determinant's
@@ -243,10 +254,13 @@ def prepare(
     progress : callable, optional
         Called with a count of finished pieces: Lanczos runs (Krylov), batches
         of the dense matrix and its eigendecomposition (dense).
+    normal_cache : dict, optional
+        Keeps the kernel-grid normal matrix of weighted or projected data
+        between calls on the same data (the model average's candidates).
     """
     start = time.perf_counter()
-    whitened = whitened_operator(operator, prior, mask)
-    flat = observed_vector(observed, mask)
+    whitened = whitened_operator(operator, prior, mask, observations)
+    flat = observed_vector(observed, mask, observations)
     solver = choose_solver(solver, whitened.num_latent, whitened.num_observed)
     facts = {}
     if solver == "dense":
@@ -256,13 +270,18 @@ def prepare(
         # The normal matrix is kernel-grid sized (kernel_size^2): worth it when the
         # latent space is about as large (iid, smooth), not for a radial profile
         # of 140 knots on a 199x199 grid (a 12 GB matrix for 140 columns).
-        if (
-            whitened.num_latent <= whitened.num_observed
-            and all(m is None for m in masks)
-            and kernel_size <= min(DENSE_LIMIT, NORMAL_MATRIX_RATIO * whitened.num_latent)
+        operators = operator if isinstance(operator, tuple) else (operator,)
+        cache = {} if normal_cache is None else normal_cache
+        if whitened.num_latent <= whitened.num_observed and (
+            kernel_size <= min(DENSE_LIMIT, NORMAL_MATRIX_RATIO * whitened.num_latent)
+            or "normal" in cache  # already paid for by another candidate
         ):
-            operators = operator if isinstance(operator, tuple) else (operator,)
-            gram = kernel_gram(operators, prior)
+            if observations is not None and any(_weighted_or_projected(observations)):
+                if "normal" not in cache:
+                    cache["normal"] = observed_normal_matrix(operators, observations)
+                gram = kernel_gram(operators, prior, cache["normal"])
+            elif all(m is None for m in masks):
+                gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram, progress)
         facts["gram_build"] = "normal matrix" if gram is not None else "operator columns"
         # The marginal likelihood needs the spectrum, not the eigenvectors.
@@ -281,9 +300,20 @@ def prepare(
     mode = (operator[0] if isinstance(operator, tuple) else operator).mode
     facts["seconds_decomposition"] = time.perf_counter() - start
     screening = screening and solver == "krylov"
+    offset = 0.0 if observations is None else log_likelihood_offset(observations)
     return Prepared(
-        prior, whitened, flat, solver, summary, terms, probe_key, mode, screening, facts
+        prior, whitened, flat, solver, summary, terms, probe_key, mode, screening, facts, offset
     )
+
+
+def _weighted_or_projected(observations):
+    """Per pair: whether it has noise weights, a background or unobserved pixels."""
+    for obs in observations:
+        yield (
+            obs.scales is not None
+            or obs.basis is not None
+            or obs.indices.size < obs.shape[0] * obs.shape[1]
+        )
 
 
 def complete(prepared: Prepared, progress=None) -> Prepared:
@@ -355,6 +385,9 @@ def hyperparameter_posterior(
                     "hyper_sampler='grid' needs a model with at most two free "
                     "hyperparameters and a well-defined mode; use 'nuts'"
                 )
+        if table is not None and prepared.log_offset:
+            evidence = table.log_evidence + prepared.log_offset
+            table = replace(table, facts={**table.facts, "log_evidence": evidence})
         if table is None:
             model = (partial(collapsed_model, **model_kwargs), model_args)
             draw_key = hyper_key

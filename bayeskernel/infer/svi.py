@@ -14,6 +14,7 @@ from numpyro.optim import Adam
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer.common import assemble_draws
 from bayeskernel.model import HyperScales, kernel_model
+from bayeskernel.observation import background_samples
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior
 
@@ -36,6 +37,7 @@ def run_svi(
     kernel_scale: float | None = None,
     centered: bool = True,
     noise_per_pair: bool = False,
+    nuisance: tuple | None = None,
     progress_bar: bool = True,
     draws_dtype=np.float32,
 ) -> KernelPosterior:
@@ -54,6 +56,7 @@ def run_svi(
         kernel_scale=kernel_scale,
         centered=centered,
         noise_per_pair=noise_per_pair,
+        nuisance=nuisance,
     )
     if rank is None:
         size = getattr(prior, "num_latent", int(np.prod(prior.kernel_shape)))
@@ -89,4 +92,7 @@ def run_svi(
         },
         sample_stats={},
         parameter_draws=parameters,
+        background_draws=background_samples(
+            draws, len(operator) if isinstance(operator, tuple) else 1
+        ),
     )
