@@ -70,6 +70,8 @@ Both are 2D arrays in any of these formats:
   .csv .txt .dat .tsv   numbers separated by commas or whitespace, one row per line
   .tif .tiff            single-page TIFF, any numeric type
   .png                  greyscale PNG (values as stored, e.g. 0..255)
+  .fits .fit .fits.gz   FITS image (--hdu picks the HDU; B's VARIANCE, WEIGHT and
+                        MASK extensions are used when present)
 
 modes (how B is cropped, exactly as scipy.signal.convolve2d):
   same   B has A's shape (default)
@@ -89,7 +91,8 @@ methods:
 
 writes to --out: posterior.nc (ArviZ NetCDF; reload with bayeskernel.load),
 kernel_mean.npy, kernel_sd.npy, kernel_lower.npy, kernel_upper.npy (credible
-interval), summary.json and plots/ (PNG figures, or report.pdf with --plots pdf).
+interval), kernel.fits (the same as MEAN, SD, LOWER, UPPER extensions; needs
+astropy), summary.json and plots/ (PNG figures, or report.pdf with --plots pdf).
 """
 
 
@@ -253,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="chains (method nuts; the exact route's draws are split into as many)",
     )
     fit.add_argument("--key", help="array name inside .npz files (both A_FILE and B_FILE)")
+    fit.add_argument(
+        "--hdu", help="FITS files: the image's HDU by name or index (default: the first 2D "
+        "image); a VARIANCE, WEIGHT or MASK extension beside B's image is used too",
+    )  # fmt: skip
     fit.add_argument(
         "--true-kernel", metavar="FILE", help="a known kernel to draw beside the estimate"
     )
@@ -443,6 +450,14 @@ def _write_files(
         ("kernel_upper", upper),
     ):
         np.save(out / f"{name}.npy", array)
+    try:
+        from astropy.io import fits  # noqa: F401 - the FITS copy needs it
+    except ImportError:
+        say("kernel.fits not written: it needs astropy (pip install 'bayeskernel[fits]')")
+    else:
+        from bayeskernel.fits import write_kernel
+
+        write_kernel(posterior, out / "kernel.fits", prob=prob)
     summary = {**extra, **posterior.summary(prob)}
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(_plain(summary), fh, indent=2, allow_nan=False)
@@ -481,11 +496,22 @@ def _check_shapes(a_file, image, b_file, observed, kernel_shape, mode) -> None:
 
 def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
     from bayeskernel.api import fit
+    from bayeskernel.fits import is_fits, read_image
     from bayeskernel.io import read_array
 
     kernel_shape = tuple(args.kernel_shape)
-    image = read_array(args.a_file, key=args.key, role="A")
-    observed = read_array(args.b_file, key=args.key, role="B", allow_nan=True)
+    hdu = {"hdu": args.hdu} if args.hdu is not None else {}
+    image = read_array(args.a_file, key=args.key, role="A", **(hdu if is_fits(args.a_file) else {}))
+    observed = read_array(
+        args.b_file, key=args.key, role="B", allow_nan=True, **(hdu if is_fits(args.b_file) else {})
+    )
+    planes = {}
+    if is_fits(args.b_file):  # B's own variance, weight and mask planes
+        found = read_image(args.b_file, args.hdu)
+        planes = {name: getattr(found, name) for name in ("variance", "weights", "mask")}
+        if planes["mask"] is not None:
+            observed = np.where(planes["mask"], observed, np.nan)
+            say(f"{args.b_file}: its MASK plane leaves {int((~planes['mask']).sum())} pixels out")
     if image.shape == observed.shape and np.array_equal(image, observed):
         raise ValueError(
             f"A ({args.a_file}) and B ({args.b_file}) hold the same array: B must be the "
@@ -511,6 +537,12 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
                     f"{observed.shape}"
                 )
             noise_map[name] = values
+    if not noise_map:
+        for name in ("variance", "weights"):
+            if planes.get(name) is not None:
+                noise_map = {name: planes[name]}
+                say(f"{args.b_file}: using its {name.upper()} plane as --{name}")
+                break
     _check_out(args.out, args.overwrite)  # a bad --out fails before a long fit
     _use_compilation_cache(args)
     say(

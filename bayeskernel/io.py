@@ -11,6 +11,9 @@ Input formats, chosen by the file's extension:
                        multi-page one is refused
 ``.png``               greyscale PNG, 8 or 16 bit (``Pillow``); values as stored,
                        e.g. 0..255, not rescaled
+``.fits .fit .fts``    FITS image (astropy, optional), also gzipped (``.fits.gz``);
+                       ``hdu`` picks the HDU (:mod:`bayeskernel.fits` reads its
+                       variance, weight and mask planes too)
 =====================  ==========================================================
 
 Every failure raises :class:`InputError` (a ``ValueError``) whose one-line message
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bayeskernel._machine import memory_bytes
+from bayeskernel.fits import FitsError, is_fits, read_image
 from bayeskernel.posterior import KernelPosterior, _is_plain
 
 __all__ = ["FORMATS", "InputError", "load", "read_array", "save"]
@@ -36,6 +40,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "text": (".csv", ".txt", ".dat", ".tsv"),
     "tiff": (".tif", ".tiff"),
     "png": (".png",),
+    "fits": (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz"),
 }
 _SUFFIXES = tuple(suffix for suffixes in FORMATS.values() for suffix in suffixes)
 
@@ -132,6 +137,7 @@ def read_array(
     key: str | None = None,
     role: str | None = None,
     allow_nan: bool = False,
+    hdu: str | int | None = None,
 ) -> np.ndarray:
     """Read one 2D numeric array from a file.
 
@@ -147,6 +153,8 @@ def read_array(
         word messages.
     allow_nan : bool
         Accept NaN entries (unobserved pixels of ``B``). Infinities never pass.
+    hdu : str or int, optional
+        FITS only: the HDU, by name or index (default: the first 2D image).
 
     Returns
     -------
@@ -165,6 +173,10 @@ def read_array(
     if path.is_dir():
         raise InputError(f"{path}: is a folder; expected a file{what}")
     suffix = path.suffix.lower()
+    if is_fits(path):
+        suffix = ".fits"
+    if hdu is not None and suffix != ".fits":
+        raise _fail(path, f"hdu {hdu!r} was given, but only FITS files have HDUs")
     if key is not None and suffix != ".npz":
         raise _fail(path, f"key {key!r} was given, but only .npz archives hold named arrays")
     try:
@@ -178,6 +190,8 @@ def read_array(
             array = _read_tiff(path)
         elif suffix in FORMATS["png"]:
             array = _read_png(path)
+        elif suffix == ".fits":
+            array = read_image(path, hdu).data
         else:
             raise _fail(
                 path,
@@ -186,6 +200,8 @@ def read_array(
             )
     except InputError:
         raise
+    except FitsError as error:
+        raise InputError(str(error)) from None
     except (OSError, ValueError, EOFError) as error:
         # np.load on a corrupt file, pickled object arrays, unreadable bytes.
         raise _fail(path, f"could not be read as {suffix} ({error})") from None

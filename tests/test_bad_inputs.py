@@ -117,7 +117,9 @@ def test_simulate_gives_a_named_error_or_finite_data(family, shape, parameter, v
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(
-    suffix=st.sampled_from([".npy", ".npz", ".csv", ".txt", ".tif", ".png", ".dat", ".xyz"]),
+    suffix=st.sampled_from(
+        [".npy", ".npz", ".csv", ".txt", ".tif", ".png", ".dat", ".fits", ".fits.gz", ".xyz"]
+    ),
     content=st.binary(max_size=300),
 )
 def test_readers_give_a_named_error_or_a_2d_float_array(tmp_path_factory, suffix, content):
