@@ -66,6 +66,7 @@ def fit(
     background: int | None = None,
     variance=None,
     weights=None,
+    kernel_sum: float | None = None,
     num_warmup: int = 500,
     num_samples: int | None = None,
     num_chains: int = 2,
@@ -143,6 +144,13 @@ def fit(
         the map is right (``noise_sigma=1`` trusts it as given).
     weights : (H, W) array_like or list of them, optional
         Inverse variances instead of ``variance`` (0: unobserved).
+    kernel_sum : float, optional
+        Fix the kernel's sum exactly (flux conservation: 1 for a normalised
+        PSF): the linear-Gaussian posterior conditioned on ``sum(K) =
+        kernel_sum``, with exact draws and evidence. Exact route with the dense
+        solver (structured priors such as ``'radial'`` keep large kernels
+        dense). Without it the sum is learned and reported
+        (``summary()['kernel_sum']``).
     num_warmup, num_samples, num_chains : int
         Sampler settings (``num_samples`` per chain; SVI draws ``num_samples``).
         ``num_samples=None`` (default): :data:`DEFAULT_SAMPLES` of the route,
@@ -235,6 +243,17 @@ def fit(
     pairs = _check_pairs(A, B, kernel_shape, mode, mask)
     kernel_shape = pairs[0][2]
     background = check_background(background)
+    if kernel_sum is not None:
+        if isinstance(kernel_sum, (bool, np.bool_)) or not (
+            isinstance(kernel_sum, (int, float, np.integer, np.floating))
+            and np.isfinite(kernel_sum)
+        ):
+            raise ValueError(f"kernel_sum must be a finite number or None, got {kernel_sum!r}")
+        if method in ("nuts", "svi"):
+            raise ValueError(
+                f"kernel_sum= is exact in the exact route: use method='exact' or 'map' (or "
+                f"'auto') with a linear-Gaussian prior, not method={method!r}"
+            )
     noise_weights = _noise_weights(variance, weights, pairs)
     if noise_weights is not None:
         pairs = [
@@ -275,6 +294,11 @@ def fit(
         prior = resolve_prior(prior, kernel_shape)
     if method == "auto":
         method = "exact" if prior.linear_gaussian and not noise_per_pair else "nuts"
+    if kernel_sum is not None and not prior.linear_gaussian:
+        raise ValueError(
+            f"kernel_sum= needs a linear-Gaussian prior (the Gaussian is conditioned on the "
+            f"sum); prior {prior.name!r} is not"
+        )
     if method in ("exact", "map") and not prior.linear_gaussian:
         raise ValueError(
             f"method={method!r} needs a linear-Gaussian prior; prior {prior.name!r} is not "
@@ -338,6 +362,7 @@ def fit(
 
             posterior = fit_model_average(
                 operator, candidates, scales, data, rng_key, mask=jmask, observations=observations,
+                kernel_sum=kernel_sum,
                 num_samples=num_samples, num_chains=num_chains, noise_sigma=noise_sigma,
                 kernel_scale=kernel_scale, solver=solver, progress_bar=progress_bar,
                 draws_dtype=draws_dtype,
@@ -365,7 +390,8 @@ def fit(
                 operator, prior, scales, data, rng_key,
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 optimise=(method == "map"), solver=solver, thinning=thinning,
-                hyper_sampler=hyper_sampler, observations=observations, **common,
+                hyper_sampler=hyper_sampler, observations=observations, kernel_sum=kernel_sum,
+                **common,
             )  # fmt: skip
         if background is not None and method in ("nuts", "svi"):
             posterior.background_terms = background_terms(background)

@@ -97,6 +97,7 @@ def fit_model_average(
     *,
     mask=None,
     observations: tuple | None = None,
+    kernel_sum: float | None = None,
     num_samples: int = 500,
     num_chains: int = 2,
     noise_sigma: float | None = None,
@@ -109,7 +110,7 @@ def fit_model_average(
 
     Parameters
     ----------
-    operator, observed, mask, observations
+    operator, observed, mask, observations, kernel_sum
         As :func:`bayeskernel.infer.collapsed.run_exact` takes them.
     priors : sequence of LinearGaussianPrior
         The candidates, with distinct names.
@@ -153,7 +154,7 @@ def fit_model_average(
             prepared = prepare(
                 operator, prior, observed, probe_key, mask=mask, observations=observations,
                 solver=solver, screening=True, progress=progress.advance,
-                normal_cache=normal_cache,
+                normal_cache=normal_cache, kernel_sum=kernel_sum,
             )  # fmt: skip
             candidates.append(score(prepared))
         # Complete the screened candidates that could carry weight, best first.

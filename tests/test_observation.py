@@ -255,3 +255,78 @@ def test_background_and_weights_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(loaded.noise_weights, post.noise_weights)
     assert loaded.noise_weights[0, 0] == 0
     assert str(loaded) == str(post)
+
+
+def _conditioned_on_sum(mean, cov, total):
+    """The Gaussian N(mean, cov) conditioned on sum(k) = total."""
+    ones = np.ones(mean.size)
+    spread = cov @ ones
+    return (
+        mean + spread * (total - ones @ mean) / (ones @ spread),
+        cov - np.outer(spread, spread) / (ones @ spread),
+    )
+
+
+@pytest.mark.parametrize("image_shape,kernel_shape,mode", [CASES[0], CASES[1], CASES[2]])
+def test_a_fixed_kernel_sum_is_exact_in_draws_and_evidence(image_shape, kernel_shape, mode):
+    from reference import gaussian_posterior, log_marginal
+
+    sigma, scale, total, num = 0.05, 0.03, 1.0, 3000
+    case = bk.simulate(image_shape, "gaussian", kernel_shape, noise_sigma=sigma, mode=mode, seed=6)
+    H = convolution_matrix(case.A, kernel_shape, mode)
+    prior_cov = scale**2 * smooth_prior_covariance(kernel_shape, 1)
+    mean, cov = gaussian_posterior(H, case.B.ravel(), prior_cov, sigma)
+    mean, cov = _conditioned_on_sum(mean, cov, total)
+    post = bk.fit(
+        case.A, case.B, kernel_shape, mode=mode, prior="smooth", method="exact",
+        noise_sigma=sigma, kernel_scale=scale, kernel_sum=total, num_samples=num, seed=2,
+        progress_bar=False, draws_dtype=np.float64,
+    )  # fmt: skip
+    sums = post.kernel_draws.sum(axis=(2, 3))
+    np.testing.assert_allclose(sums, total, atol=1e-8)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    assert_moments_match(post.kernel_draws, mean, sd, ess=num)
+    # The evidence: p(B | sum = c) = p(B) N(c; 1^T m, 1^T S 1) / N(c; 0, 1^T C 1).
+    with jax.enable_x64(True):
+        prepared = prepare(
+            make_operator(case.A, kernel_shape, mode), SmoothPrior(kernel_shape),
+            jnp.asarray(case.B), jax.random.PRNGKey(0), solver="dense", kernel_sum=total,
+        )  # fmt: skip
+        ours = float(log_marginal_likelihood(prepared.terms, sigma, scale))
+    free_mean, free_cov = gaussian_posterior(H, case.B.ravel(), prior_cov, sigma)
+    ones = np.ones(free_mean.size)
+
+    def log_normal(x, m, v):
+        return -0.5 * (np.log(2 * np.pi * v) + (x - m) ** 2 / v)
+
+    reference = (
+        log_marginal(H, case.B.ravel(), prior_cov, sigma)
+        + log_normal(total, ones @ free_mean, ones @ free_cov @ ones)
+        - log_normal(total, 0.0, ones @ prior_cov @ ones)
+    )
+    assert abs(ours - reference) < 1e-8 * abs(reference) + 1e-7, (ours, reference)
+
+
+def test_a_fixed_kernel_sum_with_learned_hyperparameters_and_a_background():
+    case = bk.simulate((32, 32), "gaussian", (7, 7), noise_sigma=0.05, seed=7)
+    post = bk.fit(case.A, case.B + 2.0, (7, 7), background=0, kernel_sum=1.0, progress_bar=False,
+                  draws_dtype=np.float64)  # fmt: skip
+    np.testing.assert_allclose(post.kernel_draws.sum(axis=(2, 3)), 1.0, atol=1e-8)
+    assert post.summary()["kernel_sum"]["sd"] < 1e-8
+    lower, upper = post.background_interval(0.99)
+    assert lower[0] < 2.0 < upper[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kernel_sum": float("nan")}, "kernel_sum must be a finite number"),
+        ({"kernel_sum": 1.0, "method": "nuts"}, "kernel_sum= is exact in the exact route"),
+        ({"kernel_sum": 1.0, "prior": "gaussian"}, "kernel_sum= needs a linear-Gaussian prior"),
+        ({"kernel_sum": 1.0, "solver": "krylov"}, "kernel_sum= is exact with the dense solver"),
+    ],
+)
+def test_bad_kernel_sum_arguments(kwargs, message):
+    case = bk.simulate((12, 12), "gaussian", (3, 3), noise_sigma=0.1, seed=0)
+    with pytest.raises(ValueError, match=message):
+        bk.fit(case.A, case.B, (3, 3), progress_bar=False, **{"prior": "smooth", **kwargs})

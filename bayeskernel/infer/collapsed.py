@@ -58,6 +58,7 @@ def run_exact(
     *,
     mask=None,
     observations: tuple | None = None,
+    kernel_sum: float | None = None,
     num_warmup: int = 500,
     num_samples: int = 500,
     num_chains: int = 2,
@@ -88,7 +89,7 @@ def run_exact(
         progress.stage("decomposition")
         prepared = prepare(
             operator, prior, observed, probe_key, mask=mask, observations=observations,
-            solver=solver, progress=progress.advance,
+            solver=solver, progress=progress.advance, kernel_sum=kernel_sum,
         )  # fmt: skip
         progress.stage("hyperparameters")
         hyper = hyperparameter_posterior(

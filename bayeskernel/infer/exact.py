@@ -21,7 +21,7 @@ are driven by :func:`bayeskernel.infer.collapsed.run_exact`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -214,7 +214,8 @@ def observed_vector(observed, mask, observations: tuple | None = None) -> jax.Ar
 @partial(
     jax.tree_util.register_dataclass,
     data_fields=[
-        "eigenvalues", "data_projection_sq", "residual_energy", "basis", "latent_projection"
+        "eigenvalues", "data_projection_sq", "residual_energy", "basis", "latent_projection",
+        "sum_direction", "sum_cross", "sum_sq", "sum_norm", "sum_value",
     ],
     meta_fields=["space", "num_observed"],
 )  # fmt: skip
@@ -239,6 +240,11 @@ class Spectrum:
         ``V^T W^T B`` (kernel space only).
     space : {'kernel', 'data'}
     num_observed : int
+    sum_direction, sum_cross, sum_sq, sum_norm, sum_value : arrays or None
+        A fixed kernel sum (:func:`constrain_sum`): ``a`` with ``sum(K) = s a^T z``,
+        ``e_j c_j`` and ``e_j^2`` for ``e`` its coordinates along the kernel-space
+        eigenvectors (or of ``W a`` along the data-space ones, ``c`` being the
+        data's), ``a^T a``, and the sum ``c`` itself.
     """
 
     eigenvalues: np.ndarray
@@ -248,6 +254,11 @@ class Spectrum:
     latent_projection: np.ndarray | None
     space: str
     num_observed: int
+    sum_direction: np.ndarray | None = None
+    sum_cross: np.ndarray | None = None
+    sum_sq: np.ndarray | None = None
+    sum_norm: float | None = None
+    sum_value: float | None = None
 
 
 def _gram(func, size: int, dtype, progress=None) -> np.ndarray:
@@ -412,7 +423,10 @@ def decompose(
         progress(1)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     projection = basis.T @ data
-    return Spectrum(eigenvalues, projection**2, 0.0, basis, None, "data", whitened.num_effective)
+    return Spectrum(
+        eigenvalues, projection**2, 0.0, basis, None, "data", whitened.num_effective,
+        sum_cross=projection,  # kept until constrain_sum replaces it (d_j, signed)
+    )  # fmt: skip
 
 
 def kernel_space_spectrum(
@@ -454,7 +468,10 @@ def kernel_space_spectrum(
 
 
 def log_marginal_likelihood(spectrum: Spectrum, noise_sigma, kernel_scale):
-    """``log p(B | sigma, s)`` with the kernel integrated out; O(r), jax-traceable."""
+    """``log p(B | sigma, s)`` with the kernel integrated out; O(r), jax-traceable.
+
+    With a fixed kernel sum (:func:`constrain_sum`): ``log p(B | sum(K) = c)``.
+    """
     g = jnp.asarray(spectrum.eigenvalues)
     d2 = jnp.asarray(spectrum.data_projection_sq)
     n, r = spectrum.num_observed, g.shape[0]
@@ -462,7 +479,50 @@ def log_marginal_likelihood(spectrum: Spectrum, noise_sigma, kernel_scale):
     total = var_noise + kernel_scale**2 * g
     log_det = (n - r) * jnp.log(var_noise) + jnp.sum(jnp.log(total))
     quad = spectrum.residual_energy / var_noise + jnp.sum(d2 / total)
-    return -0.5 * (n * jnp.log(2 * jnp.pi) + log_det + quad)
+    value = -0.5 * (n * jnp.log(2 * jnp.pi) + log_det + quad)
+    if spectrum.sum_value is None:
+        return value
+    # p(B | a^T z = t) = p(B) N(t; a^T mu, a^T Sigma a) / N(t; 0, a^T a), t = c / s.
+    mean, variance = _sum_moments(spectrum, var_noise, kernel_scale, total)
+    target = spectrum.sum_value / kernel_scale
+    norm = spectrum.sum_norm
+    return (
+        value
+        - 0.5 * (jnp.log(variance) + (target - mean) ** 2 / variance)
+        + 0.5 * (jnp.log(norm) + target**2 / norm)
+    )
+
+
+def _sum_moments(spectrum: Spectrum, var_noise, kernel_scale, total):
+    """Posterior mean and variance of ``a^T z`` given ``B`` (no constraint)."""
+    cross, square = jnp.asarray(spectrum.sum_cross), jnp.asarray(spectrum.sum_sq)
+    if spectrum.space == "kernel":
+        return kernel_scale * jnp.sum(cross / total), var_noise * jnp.sum(square / total)
+    mean = kernel_scale * jnp.sum(cross / total)
+    return mean, spectrum.sum_norm - kernel_scale**2 * jnp.sum(square / total)
+
+
+def constrain_sum(spectrum: Spectrum, whitened: WhitenedOperator, kernel_sum: float) -> Spectrum:
+    """The spectrum of the model conditioned on ``sum(K) = kernel_sum`` exactly.
+
+    ``K = s T z``, so the constraint is ``a^T z = kernel_sum / s`` with
+    ``a = T^T 1``: a Gaussian conditioned on one linear combination. Its
+    marginal likelihood and draws stay closed-form (:func:`log_marginal_likelihood`,
+    :func:`conditional_draws`).
+    """
+    shape = tuple(whitened.prior.kernel_shape)
+    direction = np.asarray(whitened.prior.to_latent_transpose(jnp.ones(shape)), np.float64)
+    basis = np.asarray(spectrum.basis)
+    if spectrum.space == "kernel":
+        along = basis.T @ direction
+        cross = along * np.asarray(spectrum.latent_projection)
+    else:
+        along = basis.T @ np.asarray(whitened.apply(jnp.asarray(direction)))
+        cross = along * np.asarray(spectrum.sum_cross)  # d_j, kept by decompose
+    return replace(
+        spectrum, sum_direction=direction, sum_cross=cross, sum_sq=along**2,
+        sum_norm=float(direction @ direction), sum_value=float(kernel_sum),
+    )  # fmt: skip
 
 
 def conditional_draws(
@@ -488,18 +548,32 @@ def conditional_draws(
     sigma2 = (noise_sigma**2)[:, None]
     scale = kernel_scale[:, None]
     batch = noise_sigma.shape[0]
+    total = sigma2 + scale**2 * g
     if spectrum.space == "kernel":
         # Posterior of u = V^T z: independent, precision 1 + s^2 g / sigma^2.
         c = jnp.asarray(spectrum.latent_projection)
-        total = sigma2 + scale**2 * g
         mean = scale * c / total
         sd = jnp.sqrt(sigma2 / total)
         xi = jax.random.normal(rng_key, (batch, g.shape[0]))
-        return (mean + sd * xi) @ basis.T
-    key_prior, key_noise = jax.random.split(rng_key)
-    flat = observed.reshape(-1)
-    z0 = jax.random.normal(key_prior, (batch, whitened.num_latent))
-    noise = jnp.sqrt(sigma2) * jax.random.normal(key_noise, (batch, whitened.num_observed))
-    residual = flat - scale * whitened.apply(z0) - noise
-    weights = (residual @ basis) / (sigma2 + scale**2 * g)
-    return z0 + scale * whitened.transpose(weights @ basis.T)
+        latent = (mean + sd * xi) @ basis.T
+    else:
+        key_prior, key_noise = jax.random.split(rng_key)
+        flat = observed.reshape(-1)
+        z0 = jax.random.normal(key_prior, (batch, whitened.num_latent))
+        noise = jnp.sqrt(sigma2) * jax.random.normal(key_noise, (batch, whitened.num_observed))
+        residual = flat - scale * whitened.apply(z0) - noise
+        weights = (residual @ basis) / total
+        latent = z0 + scale * whitened.transpose(weights @ basis.T)
+    if spectrum.sum_value is None:
+        return latent
+    # Conditioning by kriging: z + Sigma a (t - a^T z) / (a^T Sigma a) is an exact
+    # draw given a^T z = t, Sigma the posterior covariance at these (sigma, s).
+    a = jnp.asarray(spectrum.sum_direction)
+    if spectrum.space == "kernel":
+        spread = ((basis.T @ a) * sigma2 / total) @ basis.T
+    else:
+        along = basis.T @ whitened.apply(a)
+        spread = a - scale**2 * whitened.transpose((along * jnp.ones_like(total) / total) @ basis.T)
+    target = spectrum.sum_value / kernel_scale
+    gap = (target - latent @ a) / (spread @ a)
+    return latent + gap[:, None] * spread

@@ -36,6 +36,7 @@ from bayeskernel.infer.exact import (
     Spectrum,
     WhitenedOperator,
     conditional_draws,
+    constrain_sum,
     decompose,
     kernel_gram,
     log_marginal_likelihood,
@@ -232,6 +233,7 @@ def prepare(
     screening: bool = False,
     progress=None,
     normal_cache: dict | None = None,
+    kernel_sum: float | None = None,
 ) -> Prepared:
     """Stage 1: whiten the operator by the prior and summarise the data.
 
@@ -257,11 +259,20 @@ def prepare(
     normal_cache : dict, optional
         Keeps the kernel-grid normal matrix of weighted or projected data
         between calls on the same data (the model average's candidates).
+    kernel_sum : float, optional
+        Condition on ``sum(K) = kernel_sum`` exactly (dense solver only).
     """
     start = time.perf_counter()
     whitened = whitened_operator(operator, prior, mask, observations)
     flat = observed_vector(observed, mask, observations)
     solver = choose_solver(solver, whitened.num_latent, whitened.num_observed)
+    if kernel_sum is not None and solver != "dense":
+        raise ValueError(
+            f"kernel_sum= is exact with the dense solver; prior {prior.name!r} on this problem "
+            f"has {min(whitened.num_latent, whitened.num_observed):,} unknowns in the smaller "
+            f"space (the dense solver's automatic limit is {DENSE_AUTO_LIMIT:,}): use "
+            "solver='dense', a structured prior (e.g. 'radial') or no kernel_sum"
+        )
     facts = {}
     if solver == "dense":
         gram = None
@@ -283,6 +294,8 @@ def prepare(
             elif all(m is None for m in masks):
                 gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram, progress)
+        if kernel_sum is not None:
+            summary = constrain_sum(summary, whitened, kernel_sum)
         facts["gram_build"] = "normal matrix" if gram is not None else "operator columns"
         # The marginal likelihood needs the spectrum, not the eigenvectors.
         terms = replace(summary, basis=None, latent_projection=None)
