@@ -187,6 +187,27 @@ class KernelPosterior:
         mean = self.background_mean[pair] if several else self.background_mean
         return background_image(mean, np.shape(observed))
 
+    def predict(self, pair: int = 0) -> np.ndarray:
+        """The posterior mean of ``B``: ``convolve2d(A, kernel_mean, mode)`` plus the background.
+
+        For a variance map from the fit rather than from the noisy data
+        (``bk.ccd_variance(posterior.predict(), gain, read_noise)``), or residuals.
+
+        Returns
+        -------
+        (H, W) ndarray
+            On ``B``'s grid, every pixel (masked ones too).
+        """
+        import scipy.signal
+
+        image = self.image[pair] if isinstance(self.image, list) else self.image
+        if image is None:
+            raise ValueError("predict needs the data A (kept by fit, and by load)")
+        blurred = scipy.signal.convolve(np.asarray(image, float), self.kernel_mean, self.mode)
+        if self.background_draws is not None:
+            blurred = blurred + self.background_image(pair)
+        return blurred
+
     def pair_noise_sigma_draws(self, index: int = 0) -> np.ndarray:
         """``(chains, draws)`` noise sd draws of image pair ``index`` (shared or its own)."""
         if self.noise_per_pair:

@@ -330,3 +330,36 @@ def test_bad_kernel_sum_arguments(kwargs, message):
     case = bk.simulate((12, 12), "gaussian", (3, 3), noise_sigma=0.1, seed=0)
     with pytest.raises(ValueError, match=message):
         bk.fit(case.A, case.B, (3, 3), progress_bar=False, **{"prior": "smooth", **kwargs})
+
+
+def test_predict_is_the_blurred_mean_kernel_plus_the_background():
+    from scipy.signal import convolve2d
+
+    case = bk.simulate((20, 20), "gaussian", (5, 5), noise_sigma=0.05, mode="valid", seed=8)
+    post = bk.fit(case.A, case.B + 1.5, (5, 5), mode="valid", prior="smooth", background=1,
+                  num_samples=20, progress_bar=False)  # fmt: skip
+    expected = convolve2d(case.A, post.kernel_mean, "valid") + post.background_image()
+    np.testing.assert_allclose(post.predict(), expected, rtol=1e-10, atol=1e-12)
+    assert post.predict().shape == case.B.shape
+    plain = bk.fit(case.A, case.B, (5, 5), mode="valid", prior="smooth", num_samples=20,
+                   progress_bar=False)  # fmt: skip
+    np.testing.assert_allclose(
+        plain.predict(), convolve2d(case.A, plain.kernel_mean, "valid"), rtol=1e-10, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("method", ["exact", "nuts"])
+def test_several_pairs_have_a_background_each(method):
+    first = bk.simulate((20, 20), "gaussian", (5, 5), noise_sigma=0.05, seed=9)
+    second = bk.simulate((16, 18), "gaussian", (5, 5), noise_sigma=0.05, seed=10)
+    skies = (2.0, -1.0)
+    post = bk.fit(
+        [first.A, second.A], [first.B + skies[0], second.B + skies[1]], (5, 5),
+        prior="smooth", method=method, background=0, num_samples=200, num_warmup=200,
+        progress_bar=False,
+    )  # fmt: skip
+    assert post.background_draws.shape == (2, 200, 2, 1)
+    lower, upper = post.background_interval(0.99)
+    assert np.all(lower[:, 0] < np.array(skies)) and np.all(np.array(skies) < upper[:, 0])
+    np.testing.assert_allclose(post.background_image(1), post.background_mean[1, 0])
+    assert post.predict(1).shape == second.B.shape

@@ -264,6 +264,28 @@ def test_several_exposures_and_masks_per_tile(jax_cache):
     np.testing.assert_array_equal(result.kernel.values[0, 1], separate.kernel_draws)
 
 
+def test_each_tile_fits_its_own_background_and_batches_step_aside(jax_cache):
+    case = bk.simulate((24, 40), "gaussian", (3, 3), noise_sigma=0.05, seed=3)
+    B = case.B.copy()
+    B[:, 20:] += 2.0  # a different sky in the second tile
+    result = bk.fit_tiles(
+        case.A, B, (3, 3), tile_shape=(24, 20), client="sync", compilation_cache=jax_cache,
+        method="map", num_samples=20, background=0, batch_size=2,
+    )  # fmt: skip
+    assert result.attrs["tiles_batched"] == 0  # the vmapped route has no background block
+    assert result.background.dims[-1] == "background_term"
+    np.testing.assert_allclose(result.background.values[0, :, ..., 0].mean(axis=(1, 2)),
+                               [0.0, 2.0], atol=0.05)  # fmt: skip
+    with persistent_compilation_cache(jax_cache):
+        separate = bk.fit(
+            image_window(case.A, (0, 24), (20, 40), (3, 3), "same"), B[:, 20:40], (3, 3),
+            mode="valid", seed=tile_seed(0, 0, 1), progress_bar=False, prior="smooth",
+            method="map", num_samples=20, background=0,
+        )  # fmt: skip
+    np.testing.assert_array_equal(result.kernel.values[0, 1], separate.kernel_draws)
+    np.testing.assert_array_equal(result.background.values[0, 1], separate.background_draws)
+
+
 # --- errors ---------------------------------------------------------------------
 
 
@@ -296,6 +318,7 @@ def test_bad_arguments_are_named(field, arguments, match):
     [
         (dict(num_sample=10), "unexpected keyword argument 'num_sample'"),
         (dict(progress_bar=True), "fit_tiles sets 'progress_bar'"),
+        (dict(variance=np.ones((48, 48))), "fit_tiles does not cut a variance map"),
     ],
 )
 def test_unknown_fit_options_are_named(field, options, match):

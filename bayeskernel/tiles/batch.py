@@ -124,6 +124,9 @@ def _plan(task) -> tuple[_Plan | None, str]:
             return None, f"{name} held fixed"
     if options.get("noise_per_pair") or options.get("binary"):
         return None, "noise_per_pair or binary"
+    for name in ("background", "kernel_sum"):  # data blocks the vmapped route has not
+        if options.get(name) is not None:
+            return None, f"{name}= given"
     if options.get("solver", "auto") not in ("auto", "dense"):
         return None, f"solver={options.get('solver')!r}"
     num_samples = options.get("num_samples")

@@ -142,6 +142,9 @@ def tile_dataset(task: TileTask, posterior, seconds: float, **attrs):
         values = np.asarray(values)
         extra = tuple(f"parameter_{name}_dim_{k}" for k in range(values.ndim - 2))
         variables[f"parameter_{name}"] = (draws + extra, values)
+    if posterior.background_draws is not None:  # fit(..., background=d): per tile
+        extra = ("pair",) if posterior.background_draws.ndim == 4 else ()
+        variables["background"] = (draws + extra + ("background_term",), posterior.background_draws)
     divergences = int(np.sum(posterior.sample_stats.get("diverging", 0)))
     return xr.Dataset(
         variables,
@@ -202,6 +205,11 @@ def _fit_options(options: dict) -> dict:
     for name in options:
         if name in _SET_PER_TILE:
             raise TypeError(f"fit_tiles sets {name!r} for each tile itself; do not pass it")
+        if name in ("variance", "weights") and options[name] is not None:
+            raise TypeError(
+                f"fit_tiles does not cut a {name} map into tiles; fit each region with "
+                f"bayeskernel.fit(..., {name}=...), or mark unobserved pixels with mask="
+            )
         if name not in parameters:
             known = sorted(set(parameters) - set(_SET_PER_TILE))
             raise TypeError(f"unexpected keyword argument {name!r}; fit options are {known}")
