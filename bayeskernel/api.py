@@ -12,9 +12,9 @@ import numpy as np
 
 from bayeskernel._machine import memory_bytes
 from bayeskernel._validation import check_fit_inputs
+from bayeskernel.catalogue import AUTO_PRIORS, HYPER_SAMPLERS, METHODS, SOLVERS
 from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.forward import make_operator
-from bayeskernel.infer.collapsed import HYPER_SAMPLERS, SOLVERS
 from bayeskernel.infer.common import prng_key
 from bayeskernel.model import HyperScales, check_hyper_scales, default_hyper_scales
 from bayeskernel.observation import (
@@ -38,7 +38,6 @@ class NotBinaryWarning(UserWarning):
     """``binary=True`` was given but ``A`` has values other than 0 and 1."""
 
 
-METHODS = ("auto", "exact", "map", "nuts", "svi")
 # Default draws per chain (SVI: in all). The exact route's and 'map''s draws are
 # independent: 2 chains of 250 give a bulk ESS of about 500, above the 400 at
 # which ArviZ's summaries are reliable, at half the cost of 500 (kernel draws
@@ -48,8 +47,6 @@ DEFAULT_SAMPLES = {"exact": 250, "map": 250, "nuts": 500, "svi": 500}
 # kernel: three orders of magnitude (the motivating case has 4, a radial prior's
 # knots far fewer); beyond it only the prior speaks, at great cost.
 MAX_ENTRIES_PER_PIXEL = 1000
-# prior="auto": candidates averaged over, weighted by the exact marginal likelihood.
-AUTO_PRIORS = ("smooth", "smooth2", "radial", "radial1")
 # Random stream of the background draws, apart from the kernel's (ASCII "bg").
 BACKGROUND_STREAM = 0x6267
 

@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from bayeskernel._permissions import result_mode
+from bayeskernel.catalogue import METHODS, MODES, SOLVERS, prior_help
 from bayeskernel.compilation_cache import ENV_VAR, default_cache_dir
 
 __all__ = ["main", "build_parser"]
 
 PROG = "bayeskernel"
+_MODE_CHOICES = ("same", *(m for m in MODES if m != "same"))  # the default first
 EXIT_USAGE = 2  # as argparse uses for bad arguments
 EXIT_INTERRUPTED = 130  # shell convention: 128 + SIGINT
 
@@ -168,24 +170,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_fit_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any]) -> None:
+    parser.add_argument("--prior", default=defaults["prior"], help=prior_help())
     parser.add_argument(
-        "--prior", default=defaults["prior"],
-        help="kernel prior: 'auto' (smooth, smooth2, radial and radial1 averaged with "
-        "weights by marginal likelihood), 'smooth' (neighbouring entries alike, zero beyond "
-        "the window), 'smooth2' (smoother), 'smooth_reflect', 'smooth2_reflect', "
-        "'iid' (independent entries), 'radial' (a function of the distance to the centre), "
-        "'radial1' (the same, for profiles with steps such as a disk); "
-        "parametric 'gaussian', 'moffat', 'airy', 'power_law' (each also as "
-        "'<family>+residual'), 'lowrank' and 'lowrank_auto' "
-        "(rank learned) use NUTS",
-    )  # fmt: skip
-    parser.add_argument(
-        "--method", default=defaults["method"], choices=("auto", "exact", "map", "nuts", "svi"),
+        "--method", default=defaults["method"], choices=METHODS,
         help="inference route; 'map' is quickest, with a named --prior (see 'bayeskernel fit "
         "--help')",
     )  # fmt: skip
     parser.add_argument(
-        "--solver", default="auto", choices=("auto", "dense", "krylov"),
+        "--solver", default="auto", choices=SOLVERS,
         help="linear algebra of methods exact/map: dense eigendecomposition, or matrix-free "
         "Krylov (Lanczos + conjugate gradients); 'auto' picks by size",
     )  # fmt: skip
@@ -230,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows and columns of the kernel K (it may be larger than A)",
     )  # fmt: skip
     fit.add_argument(
-        "--mode", default="same", choices=("same", "full", "valid"),
+        "--mode", default="same", choices=_MODE_CHOICES,
         help="how B is cropped (see 'modes' above)",
     )  # fmt: skip
     _add_fit_options(fit, defaults={"method": "auto", "samples": None, "prior": "auto"})
@@ -299,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--density", type=_probability, default=0.2, help="fraction of ones in A")
     simulate.add_argument("--noise-sigma", type=_non_negative_float, default=0.05, help="noise sd")
     simulate.add_argument(
-        "--mode", default="same", choices=("same", "full", "valid"),
+        "--mode", default="same", choices=_MODE_CHOICES,
         help="how B is cropped, as scipy.signal.convolve2d",
     )  # fmt: skip
     simulate.add_argument("--seed", type=int, default=0, help="same seed, same data")

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.fft
 
+from bayeskernel.catalogue import MODES
+
 __all__ = [
     "MODES",
     "ConvolutionOperator",
@@ -28,7 +30,6 @@ __all__ = [
 ]
 
 Mode = Literal["full", "same", "valid"]
-MODES: tuple[str, ...] = ("full", "same", "valid")
 
 # Below this many multiply-adds (image pixels x kernel entries) the direct
 # (lax.conv) route beats the FFT on CPU: benchmarks/bench_forward.py puts the

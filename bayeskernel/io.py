@@ -30,7 +30,7 @@ import numpy as np
 
 from bayeskernel._machine import memory_bytes
 from bayeskernel.fits import FitsError, is_fits, read_image
-from bayeskernel.posterior import KernelPosterior, _is_plain
+from bayeskernel.posterior import KernelPosterior, is_plain
 
 __all__ = ["FORMATS", "InputError", "load", "read_array", "save"]
 
@@ -255,7 +255,7 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     plain = {
         k: v
         for k, v in posterior.diagnostics.items()
-        if _is_plain(v) or (isinstance(v, dict) and all(map(_is_plain, v.values())))
+        if is_plain(v) or (isinstance(v, dict) and all(map(is_plain, v.values())))
     }  # flat dicts too: prior='auto''s prior_evidence, prior_weights, prior_draws
     # The posterior group carries what load() needs to rebuild the object.
     idata.posterior.attrs.update(

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.colors
 import numpy as np
@@ -31,7 +32,9 @@ import scipy.stats
 from matplotlib.figure import Figure
 
 from bayeskernel.diagnostics import lag1_autocorrelation, residuals
-from bayeskernel.posterior import KernelPosterior
+
+if TYPE_CHECKING:  # annotations only: results do not depend on their figures
+    from bayeskernel.posterior import KernelPosterior
 
 __all__ = [
     "REPORT_FIGURES",

@@ -257,7 +257,7 @@ class KernelPosterior:
             "interval_prob": prob,
             "divergences": divergences,
             "convergence": self.convergence(),
-            "diagnostics": {k: v for k, v in self.diagnostics.items() if _is_plain(v)},
+            "diagnostics": {k: v for k, v in self.diagnostics.items() if is_plain(v)},
             # prior='auto': the posterior probability of each candidate prior.
             "prior_weights": {
                 k: float(v) for k, v in self.diagnostics.get("prior_weights", {}).items()
@@ -318,7 +318,14 @@ class KernelPosterior:
         lines += [f"  warning: {text}" for text in s["warnings"]]
         return "\n".join(lines)
 
-    __repr__ = __str__
+    def __repr__(self) -> str:
+        # Cheap (a notebook shows it on every evaluation): no summary, no diagnostics.
+        rows, cols = self.kernel_shape
+        return (
+            f"KernelPosterior({rows}x{cols} kernel, prior={self.prior!r}, "
+            f"method={self.method!r}, mode={self.mode!r}, {self.num_chains} chain(s) x "
+            f"{self.num_draws} draws; print() it or call summary() for the numbers)"
+        )
 
     # --- figures ----------------------------------------------------------------
     def plot_report(self, path, **kwargs) -> list:
@@ -394,7 +401,7 @@ def _plain(value) -> float | list[float]:
     return [float(v) for v in value] if np.ndim(value) else float(value)
 
 
-def _is_plain(value: Any) -> bool:
+def is_plain(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool)) or value is None
 
 

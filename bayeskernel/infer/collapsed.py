@@ -19,12 +19,11 @@ import time
 import jax
 import numpy as np
 
+from bayeskernel.catalogue import HYPER_SAMPLERS, SOLVERS
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer.progress import Progress
 from bayeskernel.infer.stages import (
     DENSE_AUTO_LIMIT,
-    HYPER_SAMPLERS,
-    SOLVERS,
     choose_solver,
     draw_hyperparameters,
     draw_kernels,

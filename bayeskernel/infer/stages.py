@@ -30,6 +30,7 @@ import numpy as np
 import scipy.optimize
 from numpyro.infer import MCMC, NUTS
 
+from bayeskernel.catalogue import SOLVERS
 from bayeskernel.infer.common import constant_draws
 from bayeskernel.infer.exact import (
     DENSE_LIMIT,
@@ -73,8 +74,6 @@ __all__ = [
     "stage_keys",
 ]
 
-SOLVERS = ("auto", "dense", "krylov")
-HYPER_SAMPLERS = ("auto", "grid", "nuts")
 # 'auto' goes matrix-free above this many unknowns in the smaller space. The
 # dense route costs r matrix-vector products plus an O(r^3) eigendecomposition;
 # the Krylov route about 2,000 products plus ~30 per kernel draw. The limit is a

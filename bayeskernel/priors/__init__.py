@@ -9,13 +9,12 @@ your own are in :mod:`bayeskernel.priors.base`.
 
 from __future__ import annotations
 
-from functools import partial
-
+from bayeskernel.catalogue import FAMILIES, PRIORS, RESIDUAL_SUFFIX, prior_names
 from bayeskernel.priors.base import KernelPrior, LinearGaussianPrior
 from bayeskernel.priors.constrained import ConstrainedPrior
 from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
 from bayeskernel.priors.lowrank import LowRankPrior, effective_rank, rank_probabilities
-from bayeskernel.priors.parametric import FAMILIES, ParametricPrior
+from bayeskernel.priors.parametric import ParametricPrior
 from bayeskernel.priors.radial import EllipticalRadialPrior, RadialPrior
 
 __all__ = [
@@ -26,25 +25,15 @@ __all__ = [
     "KernelPrior",
     "LinearGaussianPrior",
     "LowRankPrior",
+    "PRIORS",
     "ParametricPrior",
     "RadialPrior",
     "SmoothPrior",
     "effective_rank",
+    "prior_names",
     "rank_probabilities",
     "resolve_prior",
 ]
-
-# Largest rank that prior="lowrank_auto" lets the shrinkage prior use.
-AUTO_MAX_RANK = 5
-
-_NAMED = {"iid": IIDPrior, "radial": RadialPrior, "radial1": partial(RadialPrior, order=1)}
-# name -> (order, boundary) of SmoothPrior.
-_SMOOTH = {
-    "smooth": (1, "zero"),
-    "smooth2": (2, "zero"),
-    "smooth_reflect": (1, "reflect"),
-    "smooth2_reflect": (2, "reflect"),
-}
 
 
 def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
@@ -66,35 +55,15 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
     if isinstance(prior, str):
-        if prior in _SMOOTH:
-            order, boundary = _SMOOTH[prior]
-            return SmoothPrior(kernel_shape, order=order, boundary=boundary)
-        if prior == "lowrank":
-            return LowRankPrior(kernel_shape)
-        if prior == "lowrank_auto":
-            rank = min(AUTO_MAX_RANK, *kernel_shape)
-            return LowRankPrior(kernel_shape, rank=rank, shrinkage=True)
-        if prior in FAMILIES:
-            return ParametricPrior(kernel_shape, family=prior)
-        family = prior.removesuffix("+residual")
-        if prior.endswith("+residual") and family in FAMILIES:
+        if prior in PRIORS:
+            return PRIORS[prior].build(kernel_shape)
+        family = prior.removesuffix(RESIDUAL_SUFFIX)
+        if prior.endswith(RESIDUAL_SUFFIX) and family in FAMILIES:
             return ParametricPrior(kernel_shape, family=family, residual=True)
-        if prior not in _NAMED:
-            names = sorted(
-                [
-                    *_NAMED,
-                    *_SMOOTH,
-                    "lowrank",
-                    "lowrank_auto",
-                    *FAMILIES,
-                    "<family>+residual",
-                ]
-            )
-            raise ValueError(
-                f"prior must be one of {names} or a KernelPrior instance (fit also takes "
-                f"'auto' or a list of linear-Gaussian priors), got {prior!r}"
-            )
-        return _NAMED[prior](kernel_shape)
+        raise ValueError(
+            f"prior must be one of {prior_names()} or a KernelPrior instance (fit also takes "
+            f"'auto' or a list of linear-Gaussian priors), got {prior!r}"
+        )
     if not isinstance(prior, KernelPrior):
         raise TypeError(
             f"prior must be a name or a KernelPrior instance, got {type(prior).__name__}"

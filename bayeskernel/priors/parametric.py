@@ -17,12 +17,11 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import bessel_jn
 
+from bayeskernel.catalogue import FAMILIES
 from bayeskernel.priors.base import KernelPrior
 from bayeskernel.priors.gaussian import SmoothPrior
 
 __all__ = ["FAMILIES", "ParametricPrior"]
-
-FAMILIES = ("gaussian", "moffat", "airy", "power_law")
 
 
 def _offsets(shape, centre):

@@ -25,7 +25,7 @@ over the tiles:
 Tiles that do not qualify (masks, several exposures, other methods or solvers,
 priors that are not linear-Gaussian, more kernel entries than pixels, fixed
 hyperparameters, ...) are fitted separately by
-:func:`bayeskernel.tiles.run.fit_tile`; each tile's file says which route
+:func:`bayeskernel.tiles.task.fit_tile`; each tile's file says which route
 made it (attribute ``fit_route``).
 """
 
@@ -64,6 +64,7 @@ from bayeskernel.model import (
 )
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import LinearGaussianPrior, resolve_prior
+from bayeskernel.tiles.task import fit_tile, tile_dataset
 
 __all__ = ["NEWTON_STEPS", "batch_reason", "fit_tile_batch"]
 
@@ -522,7 +523,7 @@ def fit_tile_batch(tasks: Sequence) -> list:
     Returns
     -------
     list of xarray.Dataset
-        One per task, in order, exactly as :func:`~bayeskernel.tiles.run.fit_tile`
+        One per task, in order, exactly as :func:`~bayeskernel.tiles.task.fit_tile`
         makes them, with the attribute ``fit_route`` (``'batched'`` or
         ``'separate'``); separate tiles in batched mode also say why
         (``batch_fallback``). ``fit_seconds`` of a batched tile is its group's
@@ -535,7 +536,6 @@ def fit_tile_batch(tasks: Sequence) -> list:
     """
     from bayeskernel.api import PriorDominatedWarning
     from bayeskernel.diagnostics import prior_dominance_warnings
-    from bayeskernel.tiles.run import fit_tile, tile_dataset
 
     results: list = [None] * len(tasks)
     groups, separate = _group_tasks(tasks)
