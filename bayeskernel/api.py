@@ -24,6 +24,7 @@ from bayeskernel.observation import (
     model_terms,
     observe,
 )
+from bayeskernel.observation import noise_weights as observation_weights
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
 
@@ -251,7 +252,7 @@ def fit(
                 f"kernel_sum= is exact in the exact route: use method='exact' or 'map' (or "
                 f"'auto') with a linear-Gaussian prior, not method={method!r}"
             )
-    noise_weights = _noise_weights(variance, weights, pairs)
+    noise_weights = observation_weights(variance, weights, [b.shape for _, b, _, _ in pairs])
     if noise_weights is not None:
         pairs = [
             (a, b, shape, (w > 0) if m is None else (m & (w > 0)))
@@ -412,41 +413,6 @@ def fit(
         posterior.image = [a for a, _ in restored]
         posterior.observed = [b for _, b in restored]
     return posterior
-
-
-def _noise_weights(variance, weights, pairs) -> list[np.ndarray] | None:
-    """Per pair: inverse noise variances (0 where unobserved), or None if not given."""
-    if variance is not None and weights is not None:
-        raise ValueError("give variance= or weights=, not both (weights are 1 / variance)")
-    name, given = ("variance", variance) if variance is not None else ("weights", weights)
-    if given is None:
-        return None
-    several = len(pairs) > 1
-    if several != isinstance(given, (list, tuple)) or (several and len(given) != len(pairs)):
-        expected = f"a list of {len(pairs)} arrays" if several else "one array"
-        raise ValueError(f"{name} must be {expected}, as B is")
-    out = []
-    for index, (value, (_, b, _, _)) in enumerate(zip(given if several else [given], pairs)):
-        label = f"{name}[{index}]" if several else name
-        array = np.ma.filled(np.ma.asarray(value, dtype=np.float64), np.nan)
-        if array.shape != b.shape:
-            raise ValueError(f"{label} must have B's shape {b.shape}, got {array.shape}")
-        finite = np.isfinite(array)
-        if name == "variance":
-            if (array[finite] <= 0).any():
-                raise ValueError(
-                    f"{label} must be positive where finite (NaN or inf: unobserved), "
-                    f"got a minimum of {array[finite].min():.3g}"
-                )
-            w = np.where(finite, 1.0 / np.where(finite, array, 1.0), 0.0)
-        else:
-            if not finite.all() or (array < 0).any():
-                raise ValueError(f"{label} must be finite and >= 0 (0: unobserved)")
-            w = array
-        if not (w > 0).any():
-            raise ValueError(f"{label} leaves no observed pixel (every weight is 0)")
-        out.append(w)
-    return out
 
 
 def _check_kernel_size(kernel_shape, num_observed: int) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "draw_background",
     "log_likelihood_offset",
     "model_terms",
+    "noise_weights",
     "observe",
 ]
 
@@ -87,6 +88,55 @@ def ccd_variance(signal, gain: float, read_noise: float) -> np.ndarray:
         floor = np.nanmin(variance[variance > 0]) if (variance > 0).any() else 1.0
         variance = np.where(variance > 0, variance, floor)
     return np.where(np.isnan(signal), np.nan, variance)
+
+
+def noise_weights(variance, weights, shapes) -> list[np.ndarray] | None:
+    """Per image pair: inverse noise variances (0 where unobserved), or None if neither is given.
+
+    Parameters
+    ----------
+    variance, weights : array_like, list of them, or None
+        ``fit``'s arguments (at most one of them).
+    shapes : list of (int, int)
+        ``B``'s shape per pair.
+
+    Raises
+    ------
+    ValueError
+        Both given, a wrong shape or count, a non-positive variance, a
+        negative or non-finite weight, or a map that leaves no pixel observed.
+    """
+    if variance is not None and weights is not None:
+        raise ValueError("give variance= or weights=, not both (weights are 1 / variance)")
+    name, given = ("variance", variance) if variance is not None else ("weights", weights)
+    if given is None:
+        return None
+    several = len(shapes) > 1
+    if several != isinstance(given, (list, tuple)) or (several and len(given) != len(shapes)):
+        expected = f"a list of {len(shapes)} arrays" if several else "one array"
+        raise ValueError(f"{name} must be {expected}, as B is")
+    out = []
+    for index, (value, shape) in enumerate(zip(given if several else [given], shapes)):
+        label = f"{name}[{index}]" if several else name
+        array = np.ma.filled(np.ma.asarray(value, dtype=np.float64), np.nan)
+        if array.shape != tuple(shape):
+            raise ValueError(f"{label} must have B's shape {tuple(shape)}, got {array.shape}")
+        finite = np.isfinite(array)
+        if name == "variance":
+            if (array[finite] <= 0).any():
+                raise ValueError(
+                    f"{label} must be positive where finite (NaN or inf: unobserved), "
+                    f"got a minimum of {array[finite].min():.3g}"
+                )
+            w = np.where(finite, 1.0 / np.where(finite, array, 1.0), 0.0)
+        else:
+            if not finite.all() or (array < 0).any():
+                raise ValueError(f"{label} must be finite and >= 0 (0: unobserved)")
+            w = array
+        if not (w > 0).any():
+            raise ValueError(f"{label} leaves no observed pixel (every weight is 0)")
+        out.append(w)
+    return out
 
 
 def check_background(background) -> int | None:

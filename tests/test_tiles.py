@@ -286,6 +286,27 @@ def test_each_tile_fits_its_own_background_and_batches_step_aside(jax_cache):
     np.testing.assert_array_equal(result.background.values[0, 1], separate.background_draws)
 
 
+def test_a_variance_map_is_cut_into_tiles_with_b(jax_cache):
+    case = bk.simulate((24, 40), "gaussian", (3, 3), noise_sigma=0.05, seed=4)
+    variance = np.random.default_rng(0).uniform(0.5, 2.0, case.B.shape) * 0.05**2
+    variance[2, 25] = np.nan  # unobserved
+    result = bk.fit_tiles(
+        case.A, case.B, (3, 3), tile_shape=(24, 20), client="sync", compilation_cache=jax_cache,
+        method="map", num_samples=20, variance=variance, batch_size=2,
+    )  # fmt: skip
+    assert result.attrs["tiles_batched"] == 0
+    with persistent_compilation_cache(jax_cache):
+        separate = bk.fit(
+            image_window(case.A, (0, 24), (20, 40), (3, 3), "same"), case.B[:, 20:40], (3, 3),
+            mode="valid", seed=tile_seed(0, 0, 1), progress_bar=False, prior="smooth",
+            method="map", num_samples=20, variance=variance[:, 20:40],
+        )  # fmt: skip
+    np.testing.assert_array_equal(result.kernel.values[0, 1], separate.kernel_draws)
+    np.testing.assert_allclose(result.noise_sigma.values[0, 1].mean(), 1.0, rtol=0.25)
+    with pytest.raises(ValueError, match=r"variance must have B's shape \(24, 40\)"):
+        bk.fit_tiles(case.A, case.B, (3, 3), 24, client="sync", variance=np.ones((3, 3)))
+
+
 # --- errors ---------------------------------------------------------------------
 
 
@@ -318,7 +339,6 @@ def test_bad_arguments_are_named(field, arguments, match):
     [
         (dict(num_sample=10), "unexpected keyword argument 'num_sample'"),
         (dict(progress_bar=True), "fit_tiles sets 'progress_bar'"),
-        (dict(variance=np.ones((48, 48))), "fit_tiles does not cut a variance map"),
     ],
 )
 def test_unknown_fit_options_are_named(field, options, match):

@@ -128,6 +128,8 @@ def _plan(task) -> tuple[_Plan | None, str]:
     for name in ("background", "kernel_sum"):  # data blocks the vmapped route has not
         if options.get(name) is not None:
             return None, f"{name}= given"
+    if task.weights is not None:
+        return None, "noise weights"
     if options.get("solver", "auto") not in ("auto", "dense"):
         return None, f"solver={options.get('solver')!r}"
     num_samples = options.get("num_samples")

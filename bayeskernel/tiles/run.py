@@ -24,6 +24,7 @@ from bayeskernel.compilation_cache import (
     persistent_compilation_cache,
 )
 from bayeskernel.forward import MODES, output_shape
+from bayeskernel.observation import noise_weights
 from bayeskernel.tiles.grid import TileGrid, image_window, make_grid, tile_seed
 from bayeskernel.tiles.result import assemble
 from bayeskernel.tiles.store import STORE_FORMAT, TileStore, fingerprint
@@ -36,7 +37,9 @@ logger = logging.getLogger(__name__)
 # The kernel prior of fit_tiles unless a prior is given.
 TILE_PRIOR = "smooth"
 # Arguments of ``fit`` that fit_tiles sets itself, per tile.
-_SET_PER_TILE = ("A", "B", "kernel_shape", "mode", "mask", "seed", "progress_bar")
+_SET_PER_TILE = (
+    "A", "B", "kernel_shape", "mode", "mask", "seed", "progress_bar", "variance", "weights",
+)  # fmt: skip
 
 
 def _as_list(value, count: int | None = None) -> list:
@@ -80,11 +83,6 @@ def _fit_options(options: dict) -> dict:
     for name in options:
         if name in _SET_PER_TILE:
             raise TypeError(f"fit_tiles sets {name!r} for each tile itself; do not pass it")
-        if name in ("variance", "weights") and options[name] is not None:
-            raise TypeError(
-                f"fit_tiles does not cut a {name} map into tiles; fit each region with "
-                f"bayeskernel.fit(..., {name}=...), or mark unobserved pixels with mask="
-            )
         if name not in parameters:
             known = sorted(set(parameters) - set(_SET_PER_TILE))
             raise TypeError(f"unexpected keyword argument {name!r}; fit options are {known}")
@@ -147,7 +145,7 @@ def _check_tiles_observed(grid: TileGrid, masks) -> None:
 
 def _tasks(
     grid: TileGrid, todo: Iterable[tuple[int, int]], images, observed, masks, kernel_shape,
-    mode, seed, options,
+    mode, seed, options, weights=None,
 ) -> Iterator[TileTask]:  # fmt: skip
     """Windows are cut lazily, so a large field never exists twice in memory."""
     for i, j in todo:
@@ -156,11 +154,14 @@ def _tasks(
         for m in masks:
             window = None if m is None else m[rows[0] : rows[1], cols[0] : cols[1]]
             tile_masks.append(None if window is None or window.all() else window.copy())
+        tile_weights = None
+        if weights is not None:
+            tile_weights = [w[rows[0] : rows[1], cols[0] : cols[1]].copy() for w in weights]
         yield TileTask(
             i, j, rows, cols,
             [image_window(a, rows, cols, kernel_shape, mode) for a in images],
             [b[rows[0] : rows[1], cols[0] : cols[1]].copy() for b in observed],
-            tile_masks, kernel_shape, tile_seed(seed, i, j), options,
+            tile_masks, kernel_shape, tile_seed(seed, i, j), options, tile_weights,
         )  # fmt: skip
 
 
@@ -252,6 +253,8 @@ def fit_tiles(
     *,
     mode: Literal["same", "full", "valid"] = "same",
     mask=None,
+    variance=None,
+    weights=None,
     store: str | os.PathLike | None = None,
     client=None,
     n_workers: int | None = None,
@@ -291,6 +294,9 @@ def fit_tiles(
         How ``B`` was made from ``A``, exactly as :func:`scipy.signal.convolve2d`.
     mask : bool array_like or list of them, optional
         ``True`` where ``B`` is observed.
+    variance, weights : array_like or list of them, optional
+        The noise variance (or inverse variance) of each pixel of ``B``, as for
+        :func:`bayeskernel.fit`; cut into tiles with ``B``.
     store : str or path-like, optional
         Folder for the finished tiles (see :class:`TileStore`). Without one,
         nothing is kept on disk and an interrupted run starts over.
@@ -372,6 +378,9 @@ def fit_tiles(
     kernel_shape = check_kernel_shape(kernel_shape)
     options = _fit_options(fit_options)
     images, observed, masks = _check_data(A, B, kernel_shape, mode, mask)
+    tile_weights = noise_weights(variance, weights, [b.shape for b in observed])
+    if tile_weights is not None:  # weight 0 (or NaN variance): unobserved, as a mask says
+        masks = [(w > 0) if m is None else (m & (w > 0)) for m, w in zip(masks, tile_weights)]
     grid = make_grid(output_shape(images[0].shape, kernel_shape, mode), tile_shape, overlap)
     _check_tiles_observed(grid, masks)
     if client is not None and client != "sync" and not hasattr(client, "submit"):
@@ -395,6 +404,8 @@ def fit_tiles(
         cache_folder = str(compilation_cache)
 
     settings = _settings(images, observed, masks, kernel_shape, mode, grid, seed, options)
+    if tile_weights is not None:  # only then: stores made without weights keep their settings
+        settings["weights"] = [fingerprint(w) for w in tile_weights]
     tile_store = TileStore(store, settings) if store is not None else None
     tiles: dict[tuple[int, int], Any] = {}
     if tile_store is not None:
@@ -416,7 +427,7 @@ def fit_tiles(
         logger.info("tile %s done in %.2f s", index, dataset.attrs["fit_seconds"])
 
     tasks = _tasks(
-        grid, todo, images, observed, masks, kernel_shape, mode, seed, options
+        grid, todo, images, observed, masks, kernel_shape, mode, seed, options, tile_weights
     )  # fmt: skip
     units = tasks if batch_size is None else _batches(tasks, int(batch_size))
     start = time.perf_counter()

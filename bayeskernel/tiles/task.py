@@ -34,6 +34,8 @@ class TileTask:
         The tile's own seed (:func:`tile_seed`).
     options : dict
         Keyword arguments for :func:`bayeskernel.fit`.
+    weights : list of ndarray, optional
+        Per exposure: the noise weights of the ``B`` tile (``fit(..., weights=)``).
     """
 
     tile_row: int
@@ -46,6 +48,7 @@ class TileTask:
     kernel_shape: tuple[int, int]
     seed: int
     options: dict
+    weights: list | None = None
 
     def fit_arguments(self) -> tuple[Any, Any, dict]:
         """``A``, ``B`` and keywords of the equivalent :func:`bayeskernel.fit` call."""
@@ -58,6 +61,8 @@ class TileTask:
             progress_bar=False,
             mask=(masks[0] if single else masks) if masks is not None else None,
         )
+        if self.weights is not None:
+            keywords["weights"] = self.weights[0] if single else list(self.weights)
         if single:
             return self.A[0], self.B[0], keywords
         return list(self.A), list(self.B), keywords
