@@ -256,7 +256,10 @@ def _missing_block_warnings(posterior: KernelPosterior, residual, signal) -> lis
         fifth = max(1, values.size // 5)
         faint, bright = values[order[:fifth]], values[order[-fifth:]]
         ratio = float(np.var(bright) / max(np.var(faint), 1e-300))
-        if ratio > _VARIANCE_GROWTH:
+        # log of a ratio of two variances of `fifth` values each has sd ~ 2 / sqrt(fifth):
+        # few pixels need a larger ratio before it means anything.
+        needed = max(np.log(_VARIANCE_GROWTH), _VARIANCE_GROWTH_SE * 2 / np.sqrt(fifth))
+        if ratio > 0 and np.log(ratio) > needed:
             found.append(
                 f"the residual variance grows with the signal ({ratio:.1f} times larger in the "
                 "brightest fifth of the pixels than in the faintest): the noise is not white "
@@ -274,8 +277,10 @@ _OFFSET_SE = 5.0
 _OFFSET_FRACTION = 0.1
 # Residual variance in the brightest fifth of pixels over that in the faintest
 # fifth: white noise keeps it near 1 (about 1 +- 0.3 on 250 pixels); photon
-# noise on stars gives tens.
+# noise on stars gives tens. The ratio must also be this many of its standard
+# errors (in log) above 1.
 _VARIANCE_GROWTH = 3.0
+_VARIANCE_GROWTH_SE = 5.0
 
 
 # Below this fraction of the latent degrees of freedom determined by the data,

@@ -363,3 +363,16 @@ def test_several_pairs_have_a_background_each(method):
     assert np.all(lower[:, 0] < np.array(skies)) and np.all(np.array(skies) < upper[:, 0])
     np.testing.assert_allclose(post.background_image(1), post.background_mean[1, 0])
     assert post.predict(1).shape == second.B.shape
+
+
+def test_the_missing_block_checks_stay_quiet_on_white_noise():
+    # 60 small data sets of white noise (64 pixels: 12 per fifth, where a variance
+    # ratio of 3 happens by chance): neither a background nor a variance map is asked for.
+    asked = 0
+    for seed in range(60):
+        case = bk.simulate((8, 8), "gaussian", (3, 3), noise_sigma=0.1, seed=seed)
+        post = bk.fit(case.A, case.B, (3, 3), prior="smooth", method="map", num_samples=5,
+                      seed=seed, progress_bar=False)  # fmt: skip
+        warnings_ = post.summary()["warnings"]
+        asked += any("background=" in w or "variance=" in w for w in warnings_)
+    assert asked <= 1, asked
