@@ -75,7 +75,9 @@ def ccd_variance(signal, gain: float, read_noise: float) -> np.ndarray:
     Returns
     -------
     (H, W) ndarray
-        For ``fit(..., variance=)``; NaN stays NaN (unobserved).
+        For ``fit(..., variance=)``; NaN stays NaN (unobserved). With
+        ``read_noise=0``, pixels of no signal get the smallest positive
+        variance of the map instead of 0 (an infinite weight).
     """
     if not (np.isfinite(gain) and gain > 0):
         raise ValueError(f"gain must be a positive number (electrons per ADU), got {gain!r}")

@@ -376,3 +376,17 @@ def test_the_missing_block_checks_stay_quiet_on_white_noise():
         warnings_ = post.summary()["warnings"]
         asked += any("background=" in w or "variance=" in w for w in warnings_)
     assert asked <= 1, asked
+
+
+def test_ccd_variance():
+    signal = np.array([[0.0, -5.0, 10.0], [np.nan, 4.0, 2.0]])
+    np.testing.assert_allclose(
+        bk.ccd_variance(signal, gain=2.0, read_noise=3.0),
+        [[9.0, 9.0, 14.0], [np.nan, 11.0, 10.0]],
+    )
+    no_read = bk.ccd_variance(signal, gain=2.0, read_noise=0.0)
+    np.testing.assert_allclose(no_read, [[1.0, 1.0, 5.0], [np.nan, 2.0, 1.0]])
+    with pytest.raises(ValueError, match="gain must be a positive number"):
+        bk.ccd_variance(signal, gain=0.0, read_noise=1.0)
+    with pytest.raises(ValueError, match="read_noise must be a number >= 0"):
+        bk.ccd_variance(signal, gain=1.0, read_noise=-1.0)
