@@ -41,6 +41,7 @@ __all__ = [
     "background_image",
     "background_samples",
     "background_terms",
+    "background_transpose",
     "ccd_variance",
     "check_background",
     "draw_background",
@@ -332,6 +333,28 @@ def background_samples(samples: dict, num_pairs: int) -> np.ndarray | None:
     return np.stack([samples[f"background_{i}"] for i in range(num_pairs)], axis=2)
 
 
+def background_transpose(op, obs: PairObservation) -> np.ndarray:
+    """``C = Q^T S H``: the background basis seen on the kernel grid.
+
+    Parameters
+    ----------
+    op : ConvolutionOperator
+        The pair's blur ``H``.
+    obs : PairObservation
+        With a background.
+
+    Returns
+    -------
+    (k, P * Q) ndarray
+        One transposed blur per background term.
+    """
+    scales = np.ones(obs.indices.size) if obs.scales is None else obs.scales
+    full = np.zeros((obs.num_background, int(np.prod(obs.shape))))
+    full[:, obs.indices] = (obs.basis * scales[:, None]).T
+    c = np.asarray(op.adjoint(jnp.asarray(full.reshape((-1,) + tuple(obs.shape)))))
+    return c.reshape(obs.num_background, -1)
+
+
 def log_likelihood_offset(observations) -> float:
     """What whitening and the background's integral add to ``log p(B)``.
 
@@ -383,13 +406,9 @@ def draw_background(
     for obs, op, b, key in zip(observations, operators, observed, keys, strict=True):
         data = np.asarray(b, np.float64).ravel()[obs.indices]
         scales = np.ones_like(data) if obs.scales is None else obs.scales
-        # Q^T S (b - H K) = Q^T S b - C vec(K) with C = (H^T S Q)^T: k transposes
-        # once, then one small product per draw instead of one blur per draw.
-        pixels = int(np.prod(obs.shape))
-        full = np.zeros((obs.num_background, pixels))
-        full[:, obs.indices] = (obs.basis * scales[:, None]).T
-        c = np.asarray(op.adjoint(jnp.asarray(full.reshape((-1,) + tuple(obs.shape)))))
-        c = c.reshape(obs.num_background, -1)
+        # Q^T S (b - H K) = Q^T S b - C vec(K): one small product per draw
+        # instead of one blur per draw.
+        c = background_transpose(op, obs)
         projected = (obs.basis.T @ (scales * data))[None] - flat_kernels.reshape(
             sigma.size, -1
         ) @ c.T

@@ -32,6 +32,7 @@ import scipy.linalg
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer._static import Static
 from bayeskernel.normal import normal_matrix
+from bayeskernel.observation import background_transpose
 from bayeskernel.priors import LinearGaussianPrior
 
 __all__ = [
@@ -319,10 +320,7 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
                 )
                 normal[start : start + batch] = np.asarray(rows)[: size - start]
         if obs.basis is not None:
-            full = np.zeros((obs.num_background, pixels))
-            full[:, obs.indices] = (obs.basis * scales[:, None]).T
-            c = np.asarray(op.adjoint(jnp.asarray(full.reshape((-1,) + tuple(obs.shape)))))
-            c = c.reshape(obs.num_background, size)
+            c = background_transpose(op, obs)
             normal = normal - c.T @ c
         total = total + normal
     return total
@@ -423,10 +421,7 @@ def decompose(
         progress(1)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     projection = basis.T @ data
-    return Spectrum(
-        eigenvalues, projection**2, 0.0, basis, None, "data", whitened.num_effective,
-        sum_cross=projection,  # kept until constrain_sum replaces it (d_j, signed)
-    )  # fmt: skip
+    return Spectrum(eigenvalues, projection**2, 0.0, basis, None, "data", whitened.num_effective)
 
 
 def kernel_space_spectrum(
@@ -502,13 +497,16 @@ def _sum_moments(spectrum: Spectrum, var_noise, kernel_scale, total):
     return mean, spectrum.sum_norm - kernel_scale**2 * jnp.sum(square / total)
 
 
-def constrain_sum(spectrum: Spectrum, whitened: WhitenedOperator, kernel_sum: float) -> Spectrum:
+def constrain_sum(
+    spectrum: Spectrum, whitened: WhitenedOperator, observed: jax.Array, kernel_sum: float
+) -> Spectrum:
     """The spectrum of the model conditioned on ``sum(K) = kernel_sum`` exactly.
 
     ``K = s T z``, so the constraint is ``a^T z = kernel_sum / s`` with
     ``a = T^T 1``: a Gaussian conditioned on one linear combination. Its
     marginal likelihood and draws stay closed-form (:func:`log_marginal_likelihood`,
-    :func:`conditional_draws`).
+    :func:`conditional_draws`). ``observed`` is the flat data vector the
+    spectrum was made from.
     """
     shape = tuple(whitened.prior.kernel_shape)
     direction = np.asarray(whitened.prior.to_latent_transpose(jnp.ones(shape)), np.float64)
@@ -518,7 +516,7 @@ def constrain_sum(spectrum: Spectrum, whitened: WhitenedOperator, kernel_sum: fl
         cross = along * np.asarray(spectrum.latent_projection)
     else:
         along = basis.T @ np.asarray(whitened.apply(jnp.asarray(direction)))
-        cross = along * np.asarray(spectrum.sum_cross)  # d_j, kept by decompose
+        cross = along * (basis.T @ np.asarray(observed, np.float64))  # times d_j
     return replace(
         spectrum, sum_direction=direction, sum_cross=cross, sum_sq=along**2,
         sum_norm=float(direction @ direction), sum_value=float(kernel_sum),

@@ -294,7 +294,7 @@ def prepare(
                 gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram, progress)
         if kernel_sum is not None:
-            summary = constrain_sum(summary, whitened, kernel_sum)
+            summary = constrain_sum(summary, whitened, flat, kernel_sum)
         facts["gram_build"] = "normal matrix" if gram is not None else "operator columns"
         # The marginal likelihood needs the spectrum, not the eigenvectors.
         terms = replace(summary, basis=None, latent_projection=None)
