@@ -14,6 +14,12 @@ from bayeskernel._machine import memory_bytes
 from bayeskernel._validation import check_fit_inputs
 from bayeskernel.catalogue import AUTO_PRIORS, HYPER_SAMPLERS, METHODS, SOLVERS
 from bayeskernel.diagnostics import prior_dominance_warnings
+from bayeskernel.field import (
+    check_spatial_order,
+    field_terms,
+    make_field_operator,
+    num_field_terms,
+)
 from bayeskernel.forward import make_operator
 from bayeskernel.infer.common import prng_key
 from bayeskernel.model import HyperScales, check_hyper_scales, default_hyper_scales
@@ -27,6 +33,7 @@ from bayeskernel.observation import (
 from bayeskernel.observation import noise_weights as observation_weights
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import KernelPrior, resolve_prior
+from bayeskernel.priors.field import field_candidates
 
 __all__ = ["fit", "DEFAULT_SAMPLES", "METHODS", "PriorDominatedWarning", "NotBinaryWarning"]
 
@@ -65,6 +72,7 @@ def fit(
     variance=None,
     weights=None,
     kernel_sum: float | None = None,
+    spatial_order: int | Literal["auto"] = 0,
     num_warmup: int = 500,
     num_samples: int | None = None,
     num_chains: int = 2,
@@ -149,6 +157,21 @@ def fit(
         solver (structured priors such as ``'radial'`` keep large kernels
         dense). Without it the sum is learned and reported
         (``summary()['kernel_sum']``).
+    spatial_order : int or 'auto'
+        A kernel that varies across the image: ``K(u; x) = sum_f phi_f(x)
+        K_f(u)`` with ``phi_f`` the monomials of the pixel position (normalised
+        to ``[-1, 1]`` across ``B``) up to this degree (:mod:`bayeskernel.field`).
+        ``0`` (default): one kernel. Each component has the chosen prior, the
+        varying ones at a fraction of the constant one's scale, learned by
+        evidence over :data:`bayeskernel.priors.field.FIELD_RATIOS`; ``'auto'``
+        also weighs the orders 0, 1 and 2 by evidence. Exact route (dense
+        kernel-space solver), with any background, variance map, mask and
+        mode; several image pairs share the components (each in its own
+        ``B``'s normalised coordinates). The result's ``kernel_draws`` is the
+        kernel at the centre of ``B``, ``field_draws`` the components and
+        ``kernel_at(y, x)`` the posterior at any position.
+        ``diagnostics['spatial_order_weights']`` has the orders' posterior
+        probabilities.
     num_warmup, num_samples, num_chains : int
         Sampler settings (``num_samples`` per chain; SVI draws ``num_samples``).
         ``num_samples=None`` (default): :data:`DEFAULT_SAMPLES` of the route,
@@ -227,6 +250,18 @@ def fit(
         raise TypeError(
             f"draws_dtype must be a floating dtype (np.float32 or np.float64), got {draws_dtype!r}"
         )
+    spatial_order = check_spatial_order(spatial_order)
+    if spatial_order and method not in ("auto", "exact"):
+        raise ValueError(
+            f"spatial_order={spatial_order!r} runs in the exact route (its components and "
+            f"their ratio are weighed by evidence): use method='exact' or 'auto', not "
+            f"method={method!r}"
+        )
+    if spatial_order and kernel_sum is not None:
+        raise ValueError(
+            "kernel_sum= with spatial_order= is not available: fix the sum of a single "
+            "kernel (spatial_order=0), or normalise the kernels returned by kernel_at"
+        )
     candidates = None
     if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):
         candidates = _check_candidates(AUTO_PRIORS if prior == "auto" else prior, arguments)
@@ -262,8 +297,12 @@ def fit(
             if not m.any():
                 where = "" if len(pairs) == 1 else f" of pair {index}"
                 raise ValueError(f"no observed pixel{where}: every weight is 0 or masked")
+    orders = () if not spatial_order else (0, 1, 2) if spatial_order == "auto" else (spatial_order,)
+    num_components = num_field_terms(max(orders)) if orders else 1
     _check_kernel_size(
-        kernel_shape, sum(b.size if m is None else int(m.sum()) for _, b, _, m in pairs)
+        kernel_shape,
+        sum(b.size if m is None else int(m.sum()) for _, b, _, m in pairs),
+        num_components,
     )
     if noise_per_pair:
         if len(pairs) < 2:
@@ -290,6 +329,16 @@ def fit(
         prior = candidates[0]
     else:
         prior = resolve_prior(prior, kernel_shape)
+    if orders:
+        bases = candidates if candidates is not None else [prior]
+        for base in bases:
+            if not base.linear_gaussian:
+                raise ValueError(
+                    f"spatial_order= needs a linear-Gaussian prior for its components; prior "
+                    f"{base.name!r} is not"
+                )
+        candidates = field_candidates(bases, orders)
+        prior, method = candidates[0], "exact"
     if method == "auto":
         method = "exact" if prior.linear_gaussian and not noise_per_pair else "nuts"
     if kernel_sum is not None and not prior.linear_gaussian:
@@ -305,7 +354,7 @@ def fit(
     if num_samples is None:
         num_samples = DEFAULT_SAMPLES[method]
     seen = [b if m is None else b[m] for _, b, _, m in pairs]
-    _check_draws_size(kernel_shape, num_chains, num_samples, draws_dtype)
+    _check_draws_size(kernel_shape, num_chains, num_samples * num_components, draws_dtype)
     if hyper_scales is None:
         scales = default_hyper_scales(
             np.concatenate([a.ravel() for a, *_ in pairs]),
@@ -322,7 +371,7 @@ def fit(
         scales = check_hyper_scales(hyper_scales)
     _check_storage(scales.kernel, draws_dtype)
     observations = None
-    if background is not None or noise_weights is not None:
+    if background is not None or noise_weights is not None or orders:
         observations = tuple(
             observe(b, m, None if noise_weights is None else w, background)
             for (_, b, _, m), w in zip(pairs, noise_weights or [None] * len(pairs), strict=True)
@@ -334,6 +383,8 @@ def fit(
     with jax.enable_x64(True):
         rng_key = prng_key(seed)
         operators = tuple(make_operator(a, kernel_shape, mode) for a, *_ in pairs)
+        if orders:
+            operators = tuple(make_field_operator(op, max(orders)) for op in operators)
         datas = tuple(jnp.asarray(b) for _, b, _, _ in pairs)
         masks = tuple(None if m is None else jnp.asarray(m) for *_, m in pairs)
         if len(pairs) == 1:  # one pair: plain arrays, site name "observed"
@@ -400,6 +451,8 @@ def fit(
             )  # fmt: skip
             posterior.background_draws = draws[:, :, 0] if len(pairs) == 1 else draws
             posterior.background_terms = background_terms(background)
+        if orders:
+            _split_field(posterior, candidates, max(orders), pairs[0][1].shape)
         if noise_weights is not None:
             posterior.diagnostics["noise_model"] = "variance map"
             posterior.noise_weights = noise_weights[0] if len(pairs) == 1 else noise_weights
@@ -415,9 +468,23 @@ def fit(
     return posterior
 
 
-def _check_kernel_size(kernel_shape, num_observed: int) -> None:
+def _split_field(posterior: KernelPosterior, candidates, order: int, shape) -> None:
+    """A field fit's component draws apart from its centre kernel, and the orders' weights."""
+    posterior.field_draws = posterior.kernel_draws
+    posterior.kernel_draws = np.ascontiguousarray(posterior.field_draws[:, :, 0])
+    posterior.field_terms = field_terms(order)
+    posterior.field_shape = tuple(int(n) for n in shape)
+    weights = posterior.diagnostics.get("prior_weights", {})
+    by_order: dict[str, float] = {}
+    for candidate in candidates:
+        key = str(candidate.order)
+        by_order[key] = by_order.get(key, 0.0) + float(weights.get(candidate.name, 0.0))
+    posterior.diagnostics["spatial_order_weights"] = by_order
+
+
+def _check_kernel_size(kernel_shape, num_observed: int, components: int = 1) -> None:
     """Refuse, before any prior is built, a kernel the data cannot constrain."""
-    entries = kernel_shape[0] * kernel_shape[1]
+    entries = kernel_shape[0] * kernel_shape[1] * components
     if entries > MAX_ENTRIES_PER_PIXEL * num_observed:
         side = int(np.sqrt(MAX_ENTRIES_PER_PIXEL * num_observed))
         raise ValueError(

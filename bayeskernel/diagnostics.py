@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.signal
 
 if TYPE_CHECKING:
     from bayeskernel.posterior import KernelPosterior
@@ -68,15 +67,11 @@ def _residual_and_signal(posterior: KernelPosterior, standardised: bool):
     """Pair 0's residual and its predicted blurred signal (``None, None`` without data)."""
     if posterior.image is None or posterior.observed is None:
         return None, None
-    image, observed = posterior.image, posterior.observed
-    weights = posterior.noise_weights
-    if isinstance(image, list):  # several pairs: the first pair's map
-        image, observed = image[0], observed[0]
+    observed, weights = posterior.observed, posterior.noise_weights
+    if isinstance(observed, list):  # several pairs: the first pair's map
+        observed = observed[0]
         weights = None if weights is None else weights[0]
-    # scipy.signal.convolve picks direct or FFT by cost; same result as convolve2d.
-    predicted = scipy.signal.convolve(
-        np.asarray(image, dtype=float), posterior.kernel_mean, mode=posterior.mode
-    )
+    predicted = posterior.blurred(0)
     residual = np.asarray(observed, dtype=float) - predicted
     if posterior.background_draws is not None:
         residual = residual - posterior.background_image(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -62,6 +62,15 @@ class KernelPosterior:
     noise_weights : ndarray, list of them, or None
         Relative inverse noise variances of ``B`` (``fit(..., variance=)``),
         0 where unobserved; kept for the residual checks.
+    field_draws : (chains, draws, F, P, Q) ndarray, optional
+        A spatially varying kernel's components ``K_f`` (``fit(...,
+        spatial_order=d)``, :mod:`bayeskernel.field`); ``kernel_draws`` is
+        then the kernel at the centre of ``B`` (``K_0``), and
+        :meth:`kernel_at` gives it anywhere.
+    field_terms : tuple of str
+        The components' monomials, e.g. ``('1', 'y', 'x')``.
+    field_shape : (int, int) or None
+        The grid the field's positions are normalised over (``B``'s shape).
     """
 
     kernel_draws: np.ndarray
@@ -78,6 +87,9 @@ class KernelPosterior:
     background_draws: np.ndarray | None = None
     background_terms: tuple[str, ...] = ()
     noise_weights: np.ndarray | list | None = None
+    field_draws: np.ndarray | None = None
+    field_terms: tuple[str, ...] = ()
+    field_shape: tuple[int, int] | None = None
 
     # --- shapes ------------------------------------------------------------
     @property
@@ -187,6 +199,57 @@ class KernelPosterior:
         mean = self.background_mean[pair] if several else self.background_mean
         return background_image(mean, np.shape(observed))
 
+    def kernel_at(self, y: float, x: float) -> KernelPosterior:
+        """The posterior of the kernel at pixel position ``(y, x)`` of ``B``.
+
+        Parameters
+        ----------
+        y, x : float
+            Row and column (sub-pixel allowed), ``0 <= y <= H - 1``.
+
+        Returns
+        -------
+        KernelPosterior
+            Draws ``sum_f phi_f(y, x) K_f`` (``(chains, draws, P, Q)``), with
+            this posterior's noise sd, scale and diagnostics: means,
+            intervals, summaries and plots as for any fit. Without a field,
+            the one kernel.
+        """
+        from bayeskernel.field import evaluate_field
+
+        if self.field_draws is None:
+            return self
+        height, width = self.field_shape
+        for name, value, size in (("y", y, height), ("x", x, width)):
+            if not (np.isfinite(value) and 0 <= value <= size - 1):
+                raise ValueError(f"{name} must be a pixel position in 0..{size - 1}, got {value!r}")
+        draws = evaluate_field(self.field_draws, y, x, self.field_shape)
+        return replace(
+            self, kernel_draws=draws.astype(self.field_draws.dtype), field_draws=None,
+            field_terms=(), field_shape=None,
+            diagnostics={**self.diagnostics, "position": [float(y), float(x)]},
+        )  # fmt: skip
+
+    def blurred(self, pair: int = 0) -> np.ndarray:
+        """The blurred mean: ``convolve2d(A, kernel_mean, mode)`` on ``B``'s grid.
+
+        With a field (``spatial_order``), ``sum_f phi_f (A * mean K_f)``.
+        """
+        import scipy.signal
+
+        image = self.image[pair] if isinstance(self.image, list) else self.image
+        if image is None:
+            raise ValueError("predict needs the data A (kept by fit, and by load)")
+        image = np.asarray(image, float)
+        if self.field_draws is None:
+            return scipy.signal.convolve(image, self.kernel_mean, self.mode)
+        from bayeskernel.field import field_basis
+
+        means = np.mean(self.field_draws, axis=(0, 1), dtype=np.float64)
+        order = max(_degree(t) for t in self.field_terms)
+        blurred = np.stack([scipy.signal.convolve(image, mean, self.mode) for mean in means])
+        return np.sum(field_basis(blurred.shape[1:], order) * blurred, axis=0)
+
     def predict(self, pair: int = 0) -> np.ndarray:
         """The posterior mean of ``B``: ``convolve2d(A, kernel_mean, mode)`` plus the background.
 
@@ -198,12 +261,7 @@ class KernelPosterior:
         (H, W) ndarray
             On ``B``'s grid, every pixel (masked ones too).
         """
-        import scipy.signal
-
-        image = self.image[pair] if isinstance(self.image, list) else self.image
-        if image is None:
-            raise ValueError("predict needs the data A (kept by fit, and by load)")
-        blurred = scipy.signal.convolve(np.asarray(image, float), self.kernel_mean, self.mode)
+        blurred = self.blurred(pair)
         if self.background_draws is not None:
             blurred = blurred + self.background_image(pair)
         return blurred
@@ -394,6 +452,13 @@ class KernelPosterior:
             },
             **kwargs,
         )
+
+
+def _degree(term: str) -> int:
+    """Total degree of a monomial name such as ``'y^2 x'``."""
+    if term == "1":
+        return 0
+    return sum(int(f.split("^")[1]) if "^" in f else 1 for f in term.split())
 
 
 def _plain(value) -> float | list[float]:

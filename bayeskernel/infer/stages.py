@@ -31,6 +31,7 @@ import scipy.optimize
 from numpyro.infer import MCMC, NUTS
 
 from bayeskernel.catalogue import SOLVERS
+from bayeskernel.field import FieldOperator
 from bayeskernel.infer.common import constant_draws
 from bayeskernel.infer.exact import (
     DENSE_LIMIT,
@@ -57,7 +58,7 @@ from bayeskernel.infer.krylov import (
     single_precision,
 )
 from bayeskernel.model import HyperScales, collapsed_model
-from bayeskernel.observation import log_likelihood_offset
+from bayeskernel.observation import log_likelihood_offset, observe
 from bayeskernel.priors import LinearGaussianPrior
 
 __all__ = [
@@ -276,7 +277,7 @@ def prepare(
     if solver == "dense":
         gram = None
         masks = mask if isinstance(mask, tuple) else (mask,)
-        kernel_size = int(np.prod(prior.kernel_shape))
+        kernel_size = int(np.prod(prior.output_shape))
         # The normal matrix is kernel-grid sized (kernel_size^2): worth it when the
         # latent space is about as large (iid, smooth), not for a radial profile
         # of 140 knots on a 199x199 grid (a 12 GB matrix for 140 columns).
@@ -286,10 +287,9 @@ def prepare(
             kernel_size <= min(DENSE_LIMIT, NORMAL_MATRIX_RATIO * whitened.num_latent)
             or "normal" in cache  # already paid for by another candidate
         ):
-            if observations is not None and any(_weighted_or_projected(observations)):
-                if "normal" not in cache:
-                    cache["normal"] = observed_normal_matrix(operators, observations)
-                gram = kernel_gram(operators, prior, cache["normal"])
+            field = isinstance(operators[0], FieldOperator)
+            if field or (observations is not None and any(_weighted_or_projected(observations))):
+                gram = kernel_gram(operators, prior, _normal(cache, operators, observations, masks))
             elif all(m is None for m in masks):
                 gram = kernel_gram(operators, prior)
         summary = decompose(whitened, flat, gram, progress)
@@ -316,6 +316,29 @@ def prepare(
     return Prepared(
         prior, whitened, flat, solver, summary, terms, probe_key, mode, screening, facts, offset
     )
+
+
+def _normal(cache: dict, operators: tuple, observations, masks) -> np.ndarray:
+    """The kernel-grid normal matrix, from ``cache`` when another candidate built it.
+
+    A field's normal matrix of order ``d`` holds those of every lower order
+    as its leading block (the monomials are ordered by degree), so one of a
+    higher order serves them all.
+    """
+    if observations is None:  # a field with unit weights
+        masks = masks * len(operators) if len(masks) == 1 else masks
+        observations = tuple(
+            observe(np.zeros(op.output_shape), None if m is None else np.asarray(m), None, None)
+            for op, m in zip(operators, masks, strict=True)
+        )
+    size = int(np.prod(operators[0].kernel_shape))
+    count = operators[0].num_terms if isinstance(operators[0], FieldOperator) else 1
+    larger = [c for c in cache.get("normal", {}) if c >= count]
+    if not larger:
+        cache.setdefault("normal", {})[count] = observed_normal_matrix(operators, observations)
+        larger = [count]
+    normal = cache["normal"][min(larger)]
+    return normal[: count * size, : count * size]
 
 
 def _weighted_or_projected(observations):
@@ -484,7 +507,7 @@ def draw_kernels(
         raise ValueError("draw_kernels needs a completed preparation (stages.complete)")
     chains, draws = noise_sigma.shape
     total = chains * draws
-    shape = tuple(prepared.prior.kernel_shape)
+    shape = tuple(prepared.prior.output_shape)
     num_batches, batch = draw_layout(total, prepared.solver)
     padded = num_batches * batch
     sigma_flat = np.pad(noise_sigma.reshape(-1), (0, padded - total), mode="edge")
@@ -612,7 +635,8 @@ def _draw_block(solver, key, sigma, scale, summary, whitened, observed, products
             key, summary, whitened, observed, sigma, scale, products=products
         )
         stats = {"iterations": count, "residual": residual}
-    return scale[:, None, None] * whitened.prior.to_kernel(latent), stats
+    kernels = whitened.prior.to_kernel(latent)
+    return scale.reshape((-1,) + (1,) * (kernels.ndim - 1)) * kernels, stats
 
 
 def _krylov_diagnostics(summary, stats, sigma, scale) -> dict:

@@ -61,6 +61,11 @@ class LinearGaussianPrior(KernelPrior):
     name: str = "custom"
     linear_gaussian: bool = True
 
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of one :meth:`to_kernel` output: ``kernel_shape`` (a field's: a stack)."""
+        return tuple(self.kernel_shape)
+
     def to_kernel(self, latent: jax.Array) -> jax.Array:
         """Map ``(..., num_latent)`` latent vectors to ``(..., *kernel_shape)`` kernels."""
         raise NotImplementedError
