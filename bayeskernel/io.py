@@ -264,6 +264,7 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
         mode=posterior.mode,
         inference_library="bayeskernel",
         **{_DIAGNOSTICS_ATTR: json.dumps(plain)},
+        **({} if posterior.field_shape is None else {"field_shape": list(posterior.field_shape)}),
     )
     idata.to_netcdf(str(path))
     return path
@@ -343,9 +344,12 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     # A parametric prior's named parameters (e.g. a Gaussian's width) beside the kernel.
     parameters = {
         name: np.asarray(values) for name, values in posterior.data_vars.items()
-        if name not in needed and name != "background"
+        if name not in needed and name not in ("background", "kernel_field")
     }  # fmt: skip
     background = posterior["background"] if "background" in posterior else None
+    field = posterior["kernel_field"] if "kernel_field" in posterior else None
+    if field is not None and "field_shape" not in attrs:
+        raise _fail(path, "has a kernel_field but no field_shape attribute (its grid)")
     return KernelPosterior(
         kernel_draws=posterior["kernel"].values,
         noise_sigma_draws=posterior["noise_sigma"].values,
@@ -362,6 +366,11 @@ def load(path: str | os.PathLike) -> KernelPosterior:
         background_draws=None if background is None else background.values,
         background_terms=(
             () if background is None else tuple(map(str, background["background_term"].values))
+        ),
+        field_draws=None if field is None else field.values,
+        field_terms=() if field is None else tuple(map(str, field["field_term"].values)),
+        field_shape=(
+            None if field is None else tuple(int(n) for n in np.ravel(attrs["field_shape"]))
         ),
     )
 

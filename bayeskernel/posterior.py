@@ -410,6 +410,9 @@ class KernelPosterior:
         if self.background_draws is not None:
             posterior["background"] = self.background_draws
             kwargs["coords"] = {"background_term": list(self.background_terms)}
+        if self.field_draws is not None:
+            posterior["kernel_field"] = self.field_draws
+            kwargs.setdefault("coords", {})["field_term"] = list(self.field_terms)
         if isinstance(self.observed, list):  # several pairs: B_0, B_1, ... and A_0, ...
             kwargs["observed_data"] = {f"B_{i}": np.asarray(b) for i, b in enumerate(self.observed)}
             kwargs["constant_data"] = {f"A_{i}": np.asarray(a) for i, a in enumerate(self.image)}
@@ -440,6 +443,7 @@ class KernelPosterior:
                     if self.background_draws is not None and self.background_draws.ndim == 4
                     else ["background_term"]
                 ),
+                "kernel_field": ["field_term", "kernel_row", "kernel_col"],
                 "B": ["row", "col"],
                 "A": ["image_row", "image_col"],
                 "weights": ["row", "col"],
@@ -449,6 +453,7 @@ class KernelPosterior:
                 "prior": self.prior,
                 "mode": self.mode,
                 "inference_library": "bayeskernel",
+                **({} if self.field_shape is None else {"field_shape": list(self.field_shape)}),
             },
             **kwargs,
         )

@@ -1,0 +1,278 @@
+"""A spatially varying kernel (``fit(spatial_order=d)``) against independent references.
+
+The dense reference writes the field's forward map as a matrix, column by
+column from ``scipy.signal.convolve2d`` times each monomial, and the
+components' prior as a block-diagonal covariance; the closed-form Gaussian
+posterior and evidence follow. Broad-prior backgrounds use the determinant
+lemma as in ``test_observation.py``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.signal
+import scipy.stats
+from reference import smooth_prior_covariance
+
+import bayeskernel as bk
+import bayeskernel.observation as observation
+from bayeskernel.field import (
+    evaluate_field,
+    field_basis,
+    field_terms,
+    make_field_operator,
+    position_basis,
+)
+from bayeskernel.forward import make_operator
+from bayeskernel.infer.exact import log_marginal_likelihood
+from bayeskernel.infer.stages import prepare
+from bayeskernel.observation import background_design, observe
+from bayeskernel.priors import SmoothPrior
+from bayeskernel.priors.field import FieldPrior
+
+pytestmark = pytest.mark.filterwarnings("ignore::bayeskernel.api.PriorDominatedWarning")
+
+CASES = [((11, 13), (3, 4), "same"), ((9, 8), (4, 3), "full"), ((12, 10), (3, 5), "valid")]
+BROAD = 1e6
+
+
+def _blur(image, components, mode):
+    shape = scipy.signal.convolve2d(image, components[0], mode).shape
+    order = {1: 0, 3: 1, 6: 2, 10: 3}[len(components)]
+    basis = field_basis(shape, order)
+    return sum(basis[p] * scipy.signal.convolve2d(image, c, mode) for p, c in enumerate(components))
+
+
+@pytest.mark.parametrize("image_shape,kernel_shape,mode", CASES)
+@pytest.mark.parametrize("order", [1, 2])
+def test_the_field_operator_is_scipy_per_component_and_its_adjoint(
+    image_shape, kernel_shape, mode, order
+):
+    rng = np.random.default_rng(order)
+    A = rng.normal(size=image_shape)
+    with jax.enable_x64(True):
+        op = make_field_operator(make_operator(A, kernel_shape, mode), order)
+        components = rng.normal(size=(op.num_terms,) + kernel_shape)
+        out = np.asarray(op(jnp.asarray(components)))
+        np.testing.assert_allclose(out, _blur(A, components, mode), atol=1e-12)
+        residual = rng.normal(size=out.shape)
+        back = np.asarray(op.adjoint(jnp.asarray(residual)))
+    assert back.shape == components.shape
+    np.testing.assert_allclose(np.sum(out * residual), np.sum(components * back), rtol=1e-12)
+
+
+def test_terms_and_positions():
+    assert field_terms(1) == ("1", "y", "x")
+    basis = field_basis((5, 7), 2)
+    # The monomials at a pixel are the basis there; the centre has only K_0.
+    np.testing.assert_allclose(position_basis(1, 5, (5, 7), 2), basis[:, 1, 5])
+    np.testing.assert_allclose(position_basis(2, 3, (5, 7), 2), [1, 0, 0, 0, 0, 0])
+    components = np.random.default_rng(0).normal(size=(2, 4, 6, 3, 3))
+    value = evaluate_field(components[..., :3, :, :], 0.5, 6, (5, 7))
+    weights = position_basis(0.5, 6, (5, 7), 1)
+    np.testing.assert_allclose(
+        value, np.einsum("abpij,p->abij", components[..., :3, :, :], weights)
+    )
+
+
+def _dense(A, B, mask, weights, kernel_shape, mode, order, ratio, degree, sigma, scale):
+    """Kernel-field posterior (mean, covariance) and log p(B), densely."""
+    P = (order + 1) * (order + 2) // 2
+    size = int(np.prod(kernel_shape))
+    columns = []
+    for p in range(P):
+        for j in range(size):
+            unit = np.zeros((P, size))
+            unit[p, j] = 1.0
+            columns.append(_blur(A, unit.reshape((P,) + kernel_shape), mode).ravel())
+    seen = mask.ravel()
+    H = np.stack(columns, axis=1)[seen]
+    y, w = B.ravel()[seen], weights.ravel()[seen]
+    single = smooth_prior_covariance(kernel_shape, 1)
+    C = np.zeros((P * size, P * size))
+    for p in range(P):
+        factor = 1.0 if p == 0 else ratio**2
+        C[p * size : (p + 1) * size, p * size : (p + 1) * size] = scale**2 * factor * single
+    M = sigma**2 * np.diag(1 / w) + H @ C @ H.T
+    if degree is None:
+        evidence = scipy.stats.multivariate_normal(np.zeros(y.size), M).logpdf(y)
+        gain = C @ H.T @ np.linalg.inv(M)
+        return gain @ y, C - gain @ H @ C, evidence
+    X = background_design(B.shape, degree)[seen]
+    tau = BROAD * np.sqrt(np.mean(y**2))
+    sign, logdet = np.linalg.slogdet(M)
+    m_y, m_x = np.linalg.solve(M, y), np.linalg.solve(M, X)
+    inner = np.eye(X.shape[1]) / tau**2 + X.T @ m_x
+    logdet += np.linalg.slogdet(inner)[1] + 2 * X.shape[1] * np.log(tau)
+    quad = y @ m_y - (X.T @ m_y) @ np.linalg.solve(inner, X.T @ m_y)
+    return None, None, -0.5 * (y.size * np.log(2 * np.pi) + logdet + quad)
+
+
+@pytest.mark.parametrize("image_shape,kernel_shape,mode", CASES)
+@pytest.mark.parametrize("degree", [None, 1])
+def test_evidence_and_posterior_match_the_dense_closed_form(
+    monkeypatch, image_shape, kernel_shape, mode, degree
+):
+    monkeypatch.setattr(observation, "BACKGROUND_PRIOR_SCALE", BROAD)
+    rng = np.random.default_rng(3)
+    order, ratio = 1, 0.4
+    A = rng.binomial(1, 0.4, image_shape).astype(float)
+    components = rng.normal(size=(3,) + kernel_shape) * [[[1.0]], [[0.3]], [[0.3]]]
+    clean = _blur(A, components, mode)
+    weights = rng.uniform(0.5, 2.0, clean.shape)
+    mask = rng.random(clean.shape) > 0.15
+    B = clean + 2.0 + 0.1 * rng.normal(size=clean.shape) / np.sqrt(weights)
+    prior = FieldPrior(SmoothPrior(kernel_shape), 3, ratio)
+    with jax.enable_x64(True):
+        op = make_field_operator(make_operator(A, kernel_shape, mode), order)
+        prepared = prepare(
+            op, prior, jnp.asarray(B), jax.random.PRNGKey(0),
+            observations=(observe(B, mask, weights, degree),), solver="dense",
+        )  # fmt: skip
+        spectrum = prepared.summary
+        p = prior.num_latent
+        T = np.asarray(prior.to_kernel(jnp.eye(p))).reshape(p, -1).T
+    for sigma, scale in [(0.1, 0.5), (0.3, 2.0)]:
+        mean, cov, reference = _dense(
+            A, B, mask, weights, kernel_shape, mode, order, ratio, degree, sigma, scale
+        )
+        with jax.enable_x64(True):
+            ours = float(log_marginal_likelihood(prepared.terms, sigma, scale))
+        ours += prepared.log_offset
+        assert abs(ours - reference) < 1e-8 * abs(reference), (ours, reference)
+        if degree is None and spectrum.space == "kernel":
+            total = sigma**2 + scale**2 * spectrum.eigenvalues
+            V = spectrum.basis
+            mean_z = V @ (scale * spectrum.latent_projection / total)
+            cov_z = V @ np.diag(sigma**2 / total) @ V.T
+            np.testing.assert_allclose(scale * T @ mean_z, mean, rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(scale**2 * T @ cov_z @ T.T, cov, rtol=1e-7, atol=1e-11)
+
+
+def _case(order_of_truth: int, seed: int = 0, size: int = 48, noise: float = 0.02):
+    """A binary target blurred by a Gaussian whose width varies with the column."""
+    rng = np.random.default_rng(seed)
+    A = (rng.random((size, size)) < 0.3).astype(float)
+    yy, xx = np.mgrid[:5, :5] - 2
+
+    def gaussian(width):
+        kernel = np.exp(-(yy**2 + xx**2) / (2 * width**2))
+        return kernel / kernel.sum()
+
+    count = (order_of_truth + 1) * (order_of_truth + 2) // 2
+    components = np.zeros((count, 5, 5))
+    components[0] = gaussian(1.0)
+    if order_of_truth:
+        components[2] = (gaussian(1.3) - gaussian(0.75)) / 2
+    B = _blur(A, components, "same") + noise * rng.normal(size=(size, size))
+    return A, B, components
+
+
+def test_spatial_order_zero_is_the_one_kernel_fit():
+    A, B, _ = _case(0)
+    plain = bk.fit(A, B, (5, 5), prior="smooth", seed=3, progress_bar=False)
+    zero = bk.fit(A, B, (5, 5), prior="smooth", spatial_order=0, seed=3, progress_bar=False)
+    np.testing.assert_array_equal(plain.kernel_draws, zero.kernel_draws)
+    np.testing.assert_array_equal(plain.noise_sigma_draws, zero.noise_sigma_draws)
+    assert zero.field_draws is None and zero.kernel_at(10, 10) is zero
+
+
+def test_the_evidence_finds_the_order_of_the_field():
+    A, B, components = _case(1)
+    post = bk.fit(A, B, (5, 5), prior="smooth", spatial_order="auto", progress_bar=False)
+    weights = post.diagnostics["spatial_order_weights"]
+    assert weights["1"] > 0.99, weights
+    assert post.field_draws.shape[2] == 6  # the highest order's stack, its extra terms 0
+    np.testing.assert_array_equal(post.field_draws[:, :, 3:], 0.0)
+    # The kernel at the left and right edges, within its intervals.
+    for x in (0, 47):
+        at = post.kernel_at(24, x)
+        truth = evaluate_field(components, 24, x, B.shape)
+        lower, upper = at.interval(0.95)
+        assert np.mean((truth >= lower) & (truth <= upper)) >= 0.9
+        assert np.linalg.norm(at.kernel_mean - truth) < 0.1 * np.linalg.norm(truth)
+
+
+def test_a_constant_field_stays_at_order_zero():
+    A, B, _ = _case(0, seed=1)
+    post = bk.fit(A, B, (5, 5), prior="smooth", spatial_order="auto", progress_bar=False)
+    weights = post.diagnostics["spatial_order_weights"]
+    assert weights["0"] > 0.9, weights
+
+
+def test_a_smoothly_varying_field_is_covered_at_nine_positions():
+    # Width and ellipticity vary with position, not as a polynomial; photon-like
+    # noise, a sky offset and a variance map: the difference-imaging setting.
+    rng = np.random.default_rng(5)
+    size, half = 72, 3
+    A = rng.gamma(0.5, 1.0, (size, size)) * (rng.random((size, size)) < 0.3)
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+
+    def truth_at(y, x):
+        v, u = 2 * y / (size - 1) - 1, 2 * x / (size - 1) - 1
+        width = 0.9 + 0.35 * np.exp(0.5 * (u + v)) / np.exp(1.0)
+        q = 1.0 - 0.25 * (1 + np.tanh(u - v)) / 2
+        kernel = np.exp(-(yy**2 / q + xx**2 * q) / (2 * width**2))
+        return kernel / kernel.sum()
+
+    clean = np.zeros((size, size))
+    padded = np.pad(A, half)
+    for y in range(size):
+        for x in range(size):
+            # B(x) = sum_u K(u; x) A(x - u): the local kernel flipped over the patch.
+            patch = padded[y : y + 2 * half + 1, x : x + 2 * half + 1]
+            clean[y, x] = np.sum(patch * truth_at(y, x)[::-1, ::-1])
+    variance = 0.0004 + 0.002 * clean
+    B = clean + 0.5 + np.sqrt(variance) * rng.normal(size=clean.shape)
+    post = bk.fit(A, B, (7, 7), prior="smooth", spatial_order=2, background=0,
+                  variance=variance, seed=1, progress_bar=False)  # fmt: skip
+    hits = total = 0
+    for y in (12, 36, 60):
+        for x in (12, 36, 60):
+            lower, upper = post.kernel_at(y, x).interval(0.95)
+            truth = truth_at(y, x)
+            hits += np.sum((truth >= lower) & (truth <= upper))
+            total += truth.size
+    assert hits / total >= 0.9, hits / total
+
+
+def test_a_field_survives_save_and_load(tmp_path):
+    A, B, _ = _case(1, size=24)
+    post = bk.fit(A, B + 1.0, (5, 5), prior="smooth", spatial_order=1, background=0,
+                  progress_bar=False)  # fmt: skip
+    path = bk.io.save(post, tmp_path / "field.nc")
+    back = bk.load(path)
+    np.testing.assert_array_equal(back.field_draws, post.field_draws)
+    assert back.field_terms == ("1", "y", "x") and back.field_shape == (24, 24)
+    np.testing.assert_array_equal(
+        back.kernel_at(3, 20).kernel_draws, post.kernel_at(3, 20).kernel_draws
+    )
+    np.testing.assert_allclose(back.predict(), post.predict())
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"spatial_order": -1}, "spatial_order must be"),
+        ({"spatial_order": 4}, "spatial_order must be"),
+        ({"spatial_order": 1.0}, "spatial_order must be"),
+        ({"spatial_order": True}, "spatial_order must be"),
+        ({"spatial_order": "cubic"}, "spatial_order must be"),
+        ({"spatial_order": 1, "method": "nuts"}, "runs in the exact route"),
+        ({"spatial_order": 1, "kernel_sum": 1.0}, "kernel_sum= with spatial_order="),
+        ({"spatial_order": 1, "prior": "gaussian"}, "linear-Gaussian prior"),
+    ],
+)
+def test_bad_spatial_order_arguments(kwargs, message):
+    A, B, _ = _case(0, size=16)
+    with pytest.raises(ValueError, match=message):
+        bk.fit(A, B, (5, 5), progress_bar=False, **kwargs)
+
+
+def test_kernel_at_refuses_positions_off_the_image():
+    A, B, _ = _case(1, size=16)
+    post = bk.fit(A, B, (5, 5), prior="smooth", spatial_order=1, progress_bar=False)
+    for y, x in [(-1, 3), (3, 16), (np.nan, 2)]:
+        with pytest.raises(ValueError, match="must be a pixel position"):
+            post.kernel_at(y, x)
