@@ -32,6 +32,7 @@ PROG = "bayeskernel"
 _MODE_CHOICES = ("same", *(m for m in MODES if m != "same"))  # the default first
 EXIT_USAGE = 2  # as argparse uses for bad arguments
 EXIT_INTERRUPTED = 130  # shell convention: 128 + SIGINT
+FIELD_GRID = 5  # positions per side of a kernel field's files
 
 _DESCRIPTION = """\
 Estimate a 2D convolution kernel K, with uncertainty, from a known input image A
@@ -95,6 +96,9 @@ writes to --out: posterior.nc (ArviZ NetCDF; reload with bayeskernel.load),
 kernel_mean.npy, kernel_sd.npy, kernel_lower.npy, kernel_upper.npy (credible
 interval), kernel.fits (the same as MEAN, SD, LOWER, UPPER extensions; needs
 astropy), summary.json and plots/ (PNG figures, or report.pdf with --plots pdf).
+With --spatial-order: the kernel_* files are the kernel at the centre of B, and
+kernel_field.npz / kernel_field.fits hold it on a 5x5 grid of positions (rows,
+cols, mean, sd, lower, upper, components, terms).
 """
 
 
@@ -126,6 +130,18 @@ def _degree(text: str) -> int:
         value = -1
     if not 0 <= value <= 5:
         raise argparse.ArgumentTypeError(f"expected a degree 0..5, got {text!r}")
+    return value
+
+
+def _spatial_order(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 3:
+        raise argparse.ArgumentTypeError(f"expected an order 0..3 or 'auto', got {text!r}")
     return value
 
 
@@ -230,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--background", type=_degree, metavar="DEG",
         help="fit a background with the kernel: a polynomial of this degree in the pixel "
         "position (0: a constant sky or bias offset, 1: a plane); default none",
+    )  # fmt: skip
+    fit.add_argument(
+        "--spatial-order", type=_spatial_order, default=0, metavar="ORDER",
+        help="a kernel that varies across the image: polynomials of the pixel position up "
+        "to this order (0: one kernel; 'auto': orders 0-2 weighed by evidence); writes the "
+        "kernels on a 5x5 grid of positions to kernel_field.npz (and .fits)",
     )  # fmt: skip
     noise = fit.add_mutually_exclusive_group()
     noise.add_argument(
@@ -442,14 +464,18 @@ def _write_files(
         ("kernel_upper", upper),
     ):
         np.save(out / f"{name}.npy", array)
+    if posterior.field_draws is not None:
+        np.savez(out / "kernel_field.npz", **posterior.field_grid(FIELD_GRID, prob))
     try:
         from astropy.io import fits  # noqa: F401 - the FITS copy needs it
     except ImportError:
         say("kernel.fits not written: it needs astropy (pip install 'bayeskernel[fits]')")
     else:
-        from bayeskernel.fits import write_kernel
+        from bayeskernel.fits import write_kernel, write_kernel_field
 
         write_kernel(posterior, out / "kernel.fits", prob=prob)
+        if posterior.field_draws is not None:
+            write_kernel_field(posterior, out / "kernel_field.fits", FIELD_GRID, prob)
     summary = {**extra, **posterior.summary(prob)}
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(_plain(summary), fh, indent=2, allow_nan=False)
@@ -546,7 +572,7 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
         image, observed, kernel_shape, mode=args.mode, prior=args.prior, method=args.method,
         num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
         solver=args.solver, binary=args.binary, seed=args.seed, progress_bar=not args.quiet,
-        background=args.background, **noise_map,
+        background=args.background, spatial_order=args.spatial_order, **noise_map,
     )  # fmt: skip
     say(f"fitted in {time.perf_counter() - start:.1f} s; writing results to {args.out}/")
     extra = {

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FITS_SUFFIXES", "FitsImage", "is_fits", "read_image", "write_kernel"]
+__all__ = [
+    "FITS_SUFFIXES",
+    "FitsImage",
+    "is_fits",
+    "read_image",
+    "write_kernel",
+    "write_kernel_field",
+]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 # Extension names of the per-pixel planes, as the common pipelines write them.
@@ -200,6 +207,48 @@ def write_kernel(posterior, path: str | os.PathLike, prob: float = 0.95) -> Path
         ("LOWER", lower), ("UPPER", upper),
     ):  # fmt: skip
         hdus.append(fits.ImageHDU(np.asarray(array, dtype=np.float64), name=name))
+    path = Path(path)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def write_kernel_field(posterior, path: str | os.PathLike, grid: int = 5, prob: float = 0.95):
+    """Write a spatially varying kernel on a lattice of positions as FITS cubes.
+
+    Parameters
+    ----------
+    posterior : KernelPosterior
+        With a field (``fit(..., spatial_order=d)``).
+    path : str or path-like
+    grid : int
+        Positions per side (:meth:`KernelPosterior.field_grid`).
+    prob : float
+
+    Returns
+    -------
+    Path
+        The file: a primary HDU whose header has ``PRIOR``, ``MODE``,
+        ``GRID``, ``PROB``, ``FTERM_<f>`` (the components' monomials),
+        ``ROW_<i>`` and ``COL_<j>`` (the lattice, pixels of ``B``); then
+        ``MEAN``, ``SD``, ``LOWER``, ``UPPER`` of shape ``(grid, grid, P, Q)``
+        (NumPy order; FITS axes reversed) and ``COMPONENTS`` ``(F, P, Q)``.
+    """
+    fits = _astropy_fits()
+    table = posterior.field_grid(grid, prob)
+    header = fits.Header()
+    header["PRIOR"] = (str(posterior.prior)[:68], "kernel prior")
+    header["MODE"] = (posterior.mode, "convolve2d mode of B")
+    header["GRID"] = (int(grid), "positions per side")
+    header["PROB"] = (float(prob), "probability of LOWER..UPPER")
+    for i, term in enumerate(posterior.field_terms):
+        header[f"FTERM_{i}"] = (term, "field component monomial")
+    for i, row in enumerate(table["rows"]):
+        header[f"ROW_{i}"] = (float(row), "lattice row (pixel of B)")
+    for j, col in enumerate(table["cols"]):
+        header[f"COL_{j}"] = (float(col), "lattice column (pixel of B)")
+    hdus = [fits.PrimaryHDU(header=header)]
+    for name in ("mean", "sd", "lower", "upper", "components"):
+        hdus.append(fits.ImageHDU(np.asarray(table[name], np.float64), name=name.upper()))
     path = Path(path)
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["central_window", "coverage", "relative_error"]
+__all__ = ["central_window", "coverage", "kernel_moments", "relative_error"]
 
 
 def central_window(kernel_shape: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
@@ -26,3 +26,39 @@ def coverage(lower: np.ndarray, upper: np.ndarray, truth: np.ndarray, region=Non
     if region is not None:
         inside = inside[region]
     return float(np.mean(inside))
+
+
+def kernel_moments(kernel: np.ndarray) -> tuple[float, float, float]:
+    """Width, ellipticity and position angle of a kernel from its second moments.
+
+    Negative entries (noise of an estimate) count as 0.
+
+    Parameters
+    ----------
+    kernel : (..., P, Q) array_like
+
+    Returns
+    -------
+    fwhm, ellipticity, angle : (...) ndarrays
+        ``fwhm``: the full width at half maximum of a round Gaussian of the
+        same mean second moment, ``2.3548 sqrt((I_yy + I_xx) / 2)``, in
+        pixels; ``ellipticity``: ``sqrt((I_xx - I_yy)^2 + 4 I_xy^2) / (I_xx +
+        I_yy)`` (0 for a round kernel); ``angle``: of the major axis from the
+        column axis towards the row axis, in degrees.
+    """
+    weights = np.clip(np.asarray(kernel, np.float64), 0.0, None)
+    rows, cols = np.mgrid[: weights.shape[-2], : weights.shape[-1]]
+    total = np.maximum(weights.sum(axis=(-2, -1)), 1e-300)
+
+    def mean(values):
+        return np.sum(weights * values, axis=(-2, -1)) / total
+
+    cy, cx = mean(rows), mean(cols)
+    dy = rows - cy[..., None, None]
+    dx = cols - cx[..., None, None]
+    iyy, ixx, ixy = mean(dy**2), mean(dx**2), mean(dx * dy)
+    trace = np.maximum(ixx + iyy, 1e-300)
+    fwhm = 2.3548 * np.sqrt(trace / 2)
+    ellipticity = np.sqrt((ixx - iyy) ** 2 + 4 * ixy**2) / trace
+    angle = 0.5 * np.degrees(np.arctan2(2 * ixy, ixx - iyy))
+    return fwhm, ellipticity, angle

@@ -12,6 +12,7 @@ state, nothing to close, any backend. ArviZ draws into axes made that way too.
 :func:`plot_rank`          ArviZ rank plot of the same
 :func:`plot_pair`          ArviZ pair plot of the same
 :func:`plot_prior_weights`  ``prior='auto'``: each candidate's log evidence and weight
+:func:`plot_kernel_field`  ``spatial_order``: kernels over the image, width and ellipticity
 :func:`plot_report`        all of them to PNG files or one multi-page PDF
 =========================  ===================================================
 """
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # annotations only: results do not depend on their figures
 __all__ = [
     "REPORT_FIGURES",
     "plot_kernel",
+    "plot_kernel_field",
     "plot_pair",
     "plot_predictive_check",
     "plot_prior_weights",
@@ -310,13 +312,18 @@ def plot_predictive_check(
     image = np.asarray(image, dtype=float)
     observed = np.asarray(observed, dtype=float)
     seen = np.isfinite(observed)
-    kernels = posterior.kernel_draws.reshape((-1,) + posterior.kernel_shape)
     sigmas = np.asarray(posterior.pair_noise_sigma_draws(0)).reshape(-1)
-    chosen = rng.choice(kernels.shape[0], size=num_draws, replace=kernels.shape[0] < num_draws)
+    total = sigmas.size
+    chosen = rng.choice(total, size=num_draws, replace=total < num_draws)
+    weights = posterior.noise_weights
+    weights = weights[0] if isinstance(weights, list) else weights
+    # Each pixel's noise sd relative to sigma (a variance map), 1 without one.
+    relative = 1.0 if weights is None else 1.0 / np.sqrt(np.where(weights > 0, weights, 1.0))
     replicates = np.empty((num_draws, int(seen.sum())))
     for row, index in enumerate(chosen):
-        blurred = scipy.signal.convolve(image, kernels[index].astype(float), mode=posterior.mode)
-        replicates[row] = (blurred + rng.normal(0.0, sigmas[index], blurred.shape))[seen]
+        blurred = _replicate_mean(posterior, image, int(index))
+        noise = rng.normal(0.0, 1.0, blurred.shape) * sigmas[index] * relative
+        replicates[row] = (blurred + noise)[seen]
     values = observed[seen]
 
     fig = Figure(figsize=(13, 4), layout="constrained")
@@ -343,6 +350,110 @@ def plot_predictive_check(
         ax.set_title(f"{name}: p = {p_value:.2f}")
         ax.legend()
     fig.suptitle(f"posterior predictive check ({num_draws} replicates)")
+    return fig
+
+
+def _replicate_mean(posterior: KernelPosterior, image: np.ndarray, index: int) -> np.ndarray:
+    """Draw ``index``'s noise-free ``B`` of the first pair: blur, field and background."""
+    from bayeskernel.field import field_basis
+    from bayeskernel.observation import background_image
+
+    if posterior.field_draws is None:
+        kernel = posterior.kernel_draws.reshape((-1,) + posterior.kernel_shape)[index]
+        blurred = scipy.signal.convolve(image, kernel.astype(float), mode=posterior.mode)
+    else:
+        field = posterior.field_draws.reshape((-1,) + posterior.field_draws.shape[2:])[index]
+        parts = np.stack(
+            [scipy.signal.convolve(image, k.astype(float), mode=posterior.mode) for k in field]
+        )
+        order = next(d for d in range(8) if (d + 1) * (d + 2) // 2 == parts.shape[0])
+        blurred = np.sum(field_basis(parts.shape[1:], order) * parts, axis=0)
+    if posterior.background_draws is not None:
+        draws = posterior.background_draws
+        coefficients = draws.reshape((-1,) + draws.shape[2:])[index]
+        coefficients = coefficients[0] if draws.ndim == 4 else coefficients
+        blurred = blurred + background_image(coefficients, blurred.shape)
+    return blurred
+
+
+def plot_kernel_field(posterior: KernelPosterior, grid: int = 3, prob: float = 0.95) -> Figure:
+    """A spatially varying kernel: kernels on a grid over ``B``, and maps of their shape.
+
+    Top rows: the posterior mean kernel at ``grid x grid`` positions spread
+    over the image (at the centres of equal cells), one shared colour scale,
+    each titled with its position, the width (FWHM from second moments,
+    :func:`bayeskernel.metrics.kernel_moments`) with its posterior sd, and the
+    mean ``prob`` interval width. Bottom: the mean kernel's width and
+    ellipticity over the whole image (a 24 x 24 grid of positions).
+
+    Parameters
+    ----------
+    posterior : KernelPosterior
+        From ``fit(..., spatial_order=d)`` with ``d >= 1`` (or ``'auto'``).
+    grid : int
+        Kernels per side.
+    prob : float
+
+    Returns
+    -------
+    Figure
+
+    Raises
+    ------
+    ValueError
+        A posterior without a field.
+    """
+    from bayeskernel.field import evaluate_field
+    from bayeskernel.metrics import kernel_moments
+
+    if posterior.field_draws is None:
+        raise ValueError("plot_kernel_field needs a field: fit with spatial_order=1, 2 or 'auto'")
+    if not isinstance(grid, (int, np.integer)) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, got {grid!r}")
+    height, width = posterior.field_shape
+    ys = (np.arange(grid) + 0.5) * (height - 1) / grid
+    xs = (np.arange(grid) + 0.5) * (width - 1) / grid
+    fig = Figure(figsize=(2.6 * max(grid, 2), 2.6 * grid + 3.2), layout="constrained")
+    rows = fig.subfigures(2, 1, height_ratios=[grid, 1.3])
+    axes = np.atleast_2d(rows[0].subplots(grid, grid, squeeze=False))
+    subset = _draw_subset(posterior, 200)
+    draws = posterior.field_draws.reshape((-1,) + posterior.field_draws.shape[2:])[subset]
+    means = {(y, x): posterior.kernel_at(y, x) for y in ys for x in xs}
+    peak = max(float(np.max(m.kernel_mean)) for m in means.values())
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            local = means[y, x]
+            lower, upper = local.interval(prob)
+            fwhm = kernel_moments(evaluate_field(draws.astype(float), y, x, (height, width)))[0]
+            ax = axes[i, j]
+            ax.imshow(local.kernel_mean, cmap="viridis", vmin=0.0, vmax=peak)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(
+                f"({y:.0f}, {x:.0f}) FWHM {np.mean(fwhm):.2f}+-{np.std(fwhm):.2f}\n"
+                f"{prob:.0%} width {np.mean(upper - lower):.2g}",
+                fontsize=8,
+            )
+    map_y = np.linspace(0, height - 1, 24)
+    map_x = np.linspace(0, width - 1, 24)
+    mean_field = np.mean(posterior.field_draws, axis=(0, 1), dtype=np.float64)
+    kernels = np.stack([
+        np.stack([evaluate_field(mean_field, y, x, (height, width)) for x in map_x])
+        for y in map_y
+    ])  # fmt: skip
+    fwhm_map, ellipticity_map, _ = kernel_moments(kernels)
+    left, right = rows[1].subplots(1, 2)
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    for ax, values, title in (
+        (left, fwhm_map, "FWHM of the mean kernel (px)"),
+        (right, ellipticity_map, "ellipticity of the mean kernel"),
+    ):
+        im = ax.imshow(values, extent=extent, cmap="magma")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("column of B")
+        ax.set_ylabel("row of B")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"kernel field ({', '.join(posterior.field_terms)}): {posterior.prior}")
     return fig
 
 
@@ -559,6 +670,8 @@ def _report_makers(
         del makers["residuals"], makers["predictive_check"]
     if posterior.diagnostics.get("prior_evidence"):  # prior='auto' or a list
         makers["prior_weights"] = lambda: plot_prior_weights(posterior)
+    if posterior.field_draws is not None:
+        makers["kernel_field"] = lambda: plot_kernel_field(posterior, prob=prob)
     return makers
 
 
@@ -579,7 +692,8 @@ def plot_report(
     path : str or path-like
         A folder (created if needed) that receives ``<name>.png`` for each name
         in :data:`REPORT_FIGURES` (and ``prior_weights.png`` for a fit with
-        ``prior='auto'`` or a list of priors); or a file ending in ``.pdf``, one page each.
+        ``prior='auto'`` or a list of priors, ``kernel_field.png`` for a fit with
+        ``spatial_order``); or a file ending in ``.pdf``, one page each.
     true_kernel : (P, Q) ndarray, optional
         Drawn beside the estimate where it helps.
     prob : float

@@ -230,6 +230,43 @@ class KernelPosterior:
             diagnostics={**self.diagnostics, "position": [float(y), float(x)]},
         )  # fmt: skip
 
+    def field_grid(self, grid: int = 5, prob: float = 0.95) -> dict[str, np.ndarray]:
+        """The kernel's posterior on a ``grid x grid`` lattice of positions over ``B``.
+
+        Positions are the centres of equal cells, ``(i + 0.5) (H - 1) / grid``.
+
+        Returns
+        -------
+        dict
+            ``rows`` and ``cols`` ``(grid,)``; ``mean``, ``sd``, ``lower``,
+            ``upper`` ``(grid, grid, P, Q)``; ``components`` ``(F, P, Q)``, the
+            components' posterior means; ``terms`` ``(F,)``, their monomials.
+
+        Raises
+        ------
+        ValueError
+            Without a field (``spatial_order=0``).
+        """
+        if self.field_draws is None:
+            raise ValueError("field_grid needs a field: fit with spatial_order=1, 2 or 'auto'")
+        if not isinstance(grid, (int, np.integer)) or grid < 1:
+            raise ValueError(f"grid must be a positive integer, got {grid!r}")
+        _check_prob(prob)
+        height, width = self.field_shape
+        rows = (np.arange(grid) + 0.5) * (height - 1) / grid
+        cols = (np.arange(grid) + 0.5) * (width - 1) / grid
+        names = ("mean", "sd", "lower", "upper")
+        out = {name: np.empty((grid, grid) + self.kernel_shape) for name in names}
+        for i, y in enumerate(rows):
+            for j, x in enumerate(cols):
+                local = self.kernel_at(y, x)
+                out["mean"][i, j], out["sd"][i, j] = local.kernel_mean, local.kernel_sd
+                out["lower"][i, j], out["upper"][i, j] = local.interval(prob)
+        out["rows"], out["cols"] = rows, cols
+        out["components"] = np.mean(self.field_draws, axis=(0, 1), dtype=np.float64)
+        out["terms"] = np.asarray(self.field_terms)
+        return out
+
     def blurred(self, pair: int = 0) -> np.ndarray:
         """The blurred mean: ``convolve2d(A, kernel_mean, mode)`` on ``B``'s grid.
 

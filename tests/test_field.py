@@ -276,3 +276,54 @@ def test_kernel_at_refuses_positions_off_the_image():
     for y, x in [(-1, 3), (3, 16), (np.nan, 2)]:
         with pytest.raises(ValueError, match="must be a pixel position"):
             post.kernel_at(y, x)
+
+
+def test_the_field_on_a_grid_and_its_files(tmp_path, capsys):
+    from bayeskernel import cli
+
+    A, B, _ = _case(1, size=24)
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "B.npy", B + 1.0)
+    out = tmp_path / "results"
+    files = [str(tmp_path / "A.npy"), str(tmp_path / "B.npy"), "--kernel-shape", "5", "5"]
+    code = cli.main(["fit", *files, "--prior", "smooth", "--spatial-order", "1",
+                     "--background", "0", "--samples", "40", "--plots", "none", "--quiet",
+                     "--out", str(out)])  # fmt: skip
+    assert code == 0
+    table = np.load(out / "kernel_field.npz")
+    back = bk.load(out / "posterior.nc")
+    grid = back.field_grid(5, 0.95)
+    for name in ("mean", "sd", "lower", "upper", "components", "rows", "cols"):
+        np.testing.assert_allclose(table[name], grid[name])
+    at = back.kernel_at(grid["rows"][1], grid["cols"][3])
+    np.testing.assert_allclose(table["mean"][1, 3], at.kernel_mean)
+    assert list(table["terms"]) == ["1", "y", "x"]
+    # The centre kernel is the kernel_* files' kernel.
+    np.testing.assert_allclose(np.load(out / "kernel_mean.npy"), back.kernel_mean)
+    fits = pytest.importorskip("astropy.io.fits")
+    with fits.open(out / "kernel_field.fits") as hdus:
+        np.testing.assert_allclose(hdus["MEAN"].data, grid["mean"])
+        np.testing.assert_allclose(hdus["COMPONENTS"].data, grid["components"])
+        assert hdus[0].header["FTERM_2"] == "x" and hdus[0].header["GRID"] == 5
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["fit", *files, "--spatial-order", "9", "--out", str(tmp_path / "x")])
+    assert refused.value.code == 2
+    assert "--spatial-order: expected an order 0..3 or 'auto'" in capsys.readouterr().err
+
+
+def test_plot_kernel_field_and_a_predictive_check_with_the_field_and_background():
+    from bayeskernel.plots import _replicate_mean, plot_kernel_field, plot_predictive_check
+
+    A, B, _ = _case(1, size=32)
+    post = bk.fit(A, B + 5.0, (5, 5), prior="smooth", spatial_order=1, background=0,
+                  num_samples=30, progress_bar=False)  # fmt: skip
+    fig = plot_kernel_field(post, grid=2)
+    assert len(fig.axes) >= 6
+    plot_predictive_check(post, num_draws=5)
+    # A replicate's mean is the data's: blur of the field plus the sky of 5.
+    assert abs(np.mean(_replicate_mean(post, A, 0)) - np.mean(B + 5.0)) < 0.01
+    plain = bk.fit(A, B, (5, 5), prior="smooth", num_samples=30, progress_bar=False)
+    with pytest.raises(ValueError, match="needs a field"):
+        plot_kernel_field(plain)
+    with pytest.raises(ValueError, match="needs a field"):
+        plain.field_grid()

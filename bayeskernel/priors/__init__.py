@@ -1,7 +1,8 @@
 """Kernel priors.
 
 Linear-Gaussian priors (exact route): :class:`IIDPrior`, :class:`SmoothPrior`,
-:class:`RadialPrior`. General priors (NUTS, SVI): :class:`EllipticalRadialPrior`,
+:class:`RadialPrior`, and :class:`FieldPrior` (the components of a spatially
+varying kernel). General priors (NUTS, SVI): :class:`EllipticalRadialPrior`,
 :class:`ParametricPrior`,
 :class:`LowRankPrior`, :class:`ConstrainedPrior`. The interfaces for writing
 your own are in :mod:`bayeskernel.priors.base`.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from bayeskernel.catalogue import FAMILIES, PRIORS, RESIDUAL_SUFFIX, prior_names
 from bayeskernel.priors.base import KernelPrior, LinearGaussianPrior
 from bayeskernel.priors.constrained import ConstrainedPrior
+from bayeskernel.priors.field import FieldPrior
 from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
 from bayeskernel.priors.lowrank import LowRankPrior, effective_rank, rank_probabilities
 from bayeskernel.priors.parametric import ParametricPrior
@@ -21,6 +23,7 @@ __all__ = [
     "FAMILIES",
     "ConstrainedPrior",
     "EllipticalRadialPrior",
+    "FieldPrior",
     "IIDPrior",
     "KernelPrior",
     "LinearGaussianPrior",
