@@ -156,7 +156,8 @@ def fit(
         kernel_sum``, with exact draws and evidence. Exact route with the dense
         solver (structured priors such as ``'radial'`` keep large kernels
         dense). Without it the sum is learned and reported
-        (``summary()['kernel_sum']``).
+        (``summary()['kernel_sum']``). With ``spatial_order``, the kernel at
+        every position sums to it (the varying components sum to 0).
     spatial_order : int or 'auto'
         A kernel that varies across the image: ``K(u; x) = sum_f phi_f(x)
         K_f(u)`` with ``phi_f`` the monomials of the pixel position (normalised
@@ -256,11 +257,6 @@ def fit(
             f"spatial_order={spatial_order!r} runs in the exact route (its components and "
             f"their ratio are weighed by evidence): use method='exact' or 'auto', not "
             f"method={method!r}"
-        )
-    if spatial_order and kernel_sum is not None:
-        raise ValueError(
-            "kernel_sum= with spatial_order= is not available: fix the sum of a single "
-            "kernel (spatial_order=0), or normalise the kernels returned by kernel_at"
         )
     candidates = None
     if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):

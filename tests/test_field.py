@@ -260,7 +260,6 @@ def test_a_field_survives_save_and_load(tmp_path):
         ({"spatial_order": True}, "spatial_order must be"),
         ({"spatial_order": "cubic"}, "spatial_order must be"),
         ({"spatial_order": 1, "method": "nuts"}, "runs in the exact route"),
-        ({"spatial_order": 1, "kernel_sum": 1.0}, "kernel_sum= with spatial_order="),
         ({"spatial_order": 1, "prior": "gaussian"}, "linear-Gaussian prior"),
     ],
 )
@@ -327,3 +326,57 @@ def test_plot_kernel_field_and_a_predictive_check_with_the_field_and_background(
         plot_kernel_field(plain)
     with pytest.raises(ValueError, match="needs a field"):
         plain.field_grid()
+
+
+@pytest.mark.parametrize("image_shape,kernel_shape", [((14, 12), (3, 3)), ((6, 6), (5, 5))])
+def test_a_fixed_kernel_sum_holds_at_every_position_exactly(image_shape, kernel_shape):
+    # Kernel-space and data-space spectra. The reference conditions the dense
+    # Gaussian of [B; the components' sums] on the sums.
+    from bayeskernel.infer.exact import conditional_draws
+
+    rng = np.random.default_rng(11)
+    A = rng.binomial(1, 0.4, image_shape).astype(float)
+    components = rng.normal(size=(3,) + kernel_shape) * [[[1.0]], [[0.3]], [[0.3]]]
+    B = _blur(A, components, "same") + 0.1 * rng.normal(size=image_shape)
+    ratio, total, sigma, scale, count = 0.4, 1.5, 0.2, 0.7, 4000
+    prior = FieldPrior(SmoothPrior(kernel_shape), 3, ratio)
+    with jax.enable_x64(True):
+        op = make_field_operator(make_operator(A, kernel_shape, "same"), 1)
+        prepared = prepare(op, prior, jnp.asarray(B), jax.random.PRNGKey(0), solver="dense",
+                           kernel_sum=total)  # fmt: skip
+        ours = float(log_marginal_likelihood(prepared.terms, sigma, scale))
+        latent = conditional_draws(
+            jax.random.PRNGKey(1), prepared.summary, prepared.whitened, prepared.observed,
+            jnp.full(count, sigma), jnp.full(count, scale),
+        )  # fmt: skip
+        kernels = np.asarray(scale * prior.to_kernel(latent)).reshape(count, -1)
+    size = int(np.prod(kernel_shape))
+    columns = []
+    for j in range(3 * size):
+        unit = np.zeros(3 * size)
+        unit[j] = 1.0
+        columns.append(_blur(A, unit.reshape((3,) + kernel_shape), "same").ravel())
+    H = np.stack(columns, axis=1)
+    C = scale**2 * np.kron(np.diag([1.0, ratio**2, ratio**2]), smooth_prior_covariance(
+        kernel_shape, 1))  # fmt: skip
+    D = np.kron(np.eye(3), np.ones((1, size)))  # the components' sums
+    target = np.array([total, 0.0, 0.0])
+    # Condition the prior on D k = target, then the usual Gaussian evidence and posterior.
+    gain = C @ D.T @ np.linalg.inv(D @ C @ D.T)
+    prior_mean, prior_cov = gain @ target, C - gain @ D @ C
+    M = sigma**2 * np.eye(B.size) + H @ prior_cov @ H.T
+    reference = scipy.stats.multivariate_normal(H @ prior_mean, M).logpdf(B.ravel())
+    assert abs(ours - reference) < 1e-8 * abs(reference), (ours, reference)
+    K = prior_cov @ H.T @ np.linalg.inv(M)
+    mean = prior_mean + K @ (B.ravel() - H @ prior_mean)
+    sd = np.sqrt(np.clip(np.diag(prior_cov - K @ H @ prior_cov), 0.0, None))
+    np.testing.assert_allclose(kernels @ D.T, np.tile(target, (count, 1)), atol=1e-8)
+    error = np.abs(kernels.mean(0) - mean)
+    assert np.all(error <= 5 * sd / np.sqrt(count) + 1e-9), np.max(error / (sd + 1e-12))
+    if B.size < 3 * size:
+        return  # the fit's own check below needs data that constrain the field
+    fitted = bk.fit(A, B, kernel_shape, prior="smooth", spatial_order=1, kernel_sum=total,
+                    num_samples=20, progress_bar=False)  # fmt: skip
+    for y, x in [(0, 0), (3, 5)]:
+        sums = fitted.kernel_at(y, x).kernel_draws.sum(axis=(-2, -1), dtype=np.float64)
+        np.testing.assert_allclose(sums, total, atol=1e-4)  # float32 draws

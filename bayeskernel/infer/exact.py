@@ -220,7 +220,7 @@ def observed_vector(observed, mask, observations: tuple | None = None) -> jax.Ar
     jax.tree_util.register_dataclass,
     data_fields=[
         "eigenvalues", "data_projection_sq", "residual_energy", "basis", "latent_projection",
-        "sum_direction", "sum_cross", "sum_sq", "sum_norm", "sum_value",
+        "sum_direction", "sum_along", "sum_data", "sum_gram", "sum_value",
     ],
     meta_fields=["space", "num_observed"],
 )  # fmt: skip
@@ -245,11 +245,13 @@ class Spectrum:
         ``V^T W^T B`` (kernel space only).
     space : {'kernel', 'data'}
     num_observed : int
-    sum_direction, sum_cross, sum_sq, sum_norm, sum_value : arrays or None
-        A fixed kernel sum (:func:`constrain_sum`): ``a`` with ``sum(K) = s a^T z``,
-        ``e_j c_j`` and ``e_j^2`` for ``e`` its coordinates along the kernel-space
-        eigenvectors (or of ``W a`` along the data-space ones, ``c`` being the
-        data's), ``a^T a``, and the sum ``c`` itself.
+    sum_direction, sum_along, sum_data, sum_gram, sum_value : arrays or None
+        Fixed kernel sums (:func:`constrain_sum`), ``m`` linear constraints
+        ``D z = t / s``: ``D`` ``(m, p)``; its rows' coordinates along the
+        kernel-space eigenvectors (``D V``), or ``(W D^T)``'s along the
+        data-space ones (``Y^T W D^T``, transposed), ``(m, r)``; the data's
+        coordinates along the same eigenvectors ``(r,)``; ``D D^T``; and the
+        sums ``t`` ``(m,)``.
     """
 
     eigenvalues: np.ndarray
@@ -260,10 +262,10 @@ class Spectrum:
     space: str
     num_observed: int
     sum_direction: np.ndarray | None = None
-    sum_cross: np.ndarray | None = None
-    sum_sq: np.ndarray | None = None
-    sum_norm: float | None = None
-    sum_value: float | None = None
+    sum_along: np.ndarray | None = None
+    sum_data: np.ndarray | None = None
+    sum_gram: np.ndarray | None = None
+    sum_value: np.ndarray | None = None
 
 
 def _gram(func, size: int, dtype, progress=None) -> np.ndarray:
@@ -533,24 +535,52 @@ def log_marginal_likelihood(spectrum: Spectrum, noise_sigma, kernel_scale):
     value = -0.5 * (n * jnp.log(2 * jnp.pi) + log_det + quad)
     if spectrum.sum_value is None:
         return value
-    # p(B | a^T z = t) = p(B) N(t; a^T mu, a^T Sigma a) / N(t; 0, a^T a), t = c / s.
-    mean, variance = _sum_moments(spectrum, var_noise, kernel_scale, total)
-    target = spectrum.sum_value / kernel_scale
-    norm = spectrum.sum_norm
+    # p(B | D z = t) = p(B) N(t; D mu, D Sigma D^T) / N(t; 0, D D^T), t = sums / s.
+    mean, covariance = _sum_moments(spectrum, var_noise, kernel_scale, total)
+    target = jnp.asarray(spectrum.sum_value) / kernel_scale
     return (
         value
-        - 0.5 * (jnp.log(variance) + (target - mean) ** 2 / variance)
-        + 0.5 * (jnp.log(norm) + target**2 / norm)
+        + _log_normal(target - mean, covariance)
+        - _log_normal(target, jnp.asarray(spectrum.sum_gram))
+    )
+
+
+def _log_normal(residual, covariance):
+    """``log N(residual; 0, covariance)`` for a small dense covariance."""
+    factor = jnp.linalg.cholesky(covariance)
+    solved = jax.scipy.linalg.solve_triangular(factor, residual, lower=True)
+    return -0.5 * (
+        residual.shape[0] * jnp.log(2 * jnp.pi)
+        + 2 * jnp.sum(jnp.log(jnp.diag(factor)))
+        + solved @ solved
     )
 
 
 def _sum_moments(spectrum: Spectrum, var_noise, kernel_scale, total):
-    """Posterior mean and variance of ``a^T z`` given ``B`` (no constraint)."""
-    cross, square = jnp.asarray(spectrum.sum_cross), jnp.asarray(spectrum.sum_sq)
+    """Posterior mean ``(m,)`` and covariance ``(m, m)`` of ``D z`` given ``B``."""
+    along, data = jnp.asarray(spectrum.sum_along), jnp.asarray(spectrum.sum_data)
+    mean = kernel_scale * along @ (data / total)
+    spread = (along / total) @ along.T
     if spectrum.space == "kernel":
-        return kernel_scale * jnp.sum(cross / total), var_noise * jnp.sum(square / total)
-    mean = kernel_scale * jnp.sum(cross / total)
-    return mean, spectrum.sum_norm - kernel_scale**2 * jnp.sum(square / total)
+        return mean, var_noise * spread
+    return mean, jnp.asarray(spectrum.sum_gram) - kernel_scale**2 * spread
+
+
+def sum_constraints(prior: LinearGaussianPrior) -> np.ndarray:
+    """``D`` ``(m, p)``: the rows with ``D z = sum(K) / s`` for each summed kernel.
+
+    One row for a kernel (``a = T^T 1``); for a field, one per component,
+    ``sum(K_f) / s``, so that every position's kernel has the same sum.
+    """
+    shape = tuple(prior.output_shape)
+    if len(shape) == 2:
+        units = np.ones((1,) + shape)
+    else:  # a field: components that can be non-zero
+        count = getattr(prior, "num_terms", shape[0])
+        units = np.zeros((count,) + shape)
+        for index in range(count):
+            units[index, index] = 1.0
+    return np.asarray(prior.to_latent_transpose(jnp.asarray(units)), np.float64)
 
 
 def constrain_sum(
@@ -559,23 +589,27 @@ def constrain_sum(
     """The spectrum of the model conditioned on ``sum(K) = kernel_sum`` exactly.
 
     ``K = s T z``, so the constraint is ``a^T z = kernel_sum / s`` with
-    ``a = T^T 1``: a Gaussian conditioned on one linear combination. Its
-    marginal likelihood and draws stay closed-form (:func:`log_marginal_likelihood`,
+    ``a = T^T 1``: a Gaussian conditioned on linear combinations. For a
+    field, every position's kernel sums to ``kernel_sum``: ``sum(K_0) = c``
+    and ``sum(K_f) = 0`` for the varying components. The marginal likelihood
+    and draws stay closed-form (:func:`log_marginal_likelihood`,
     :func:`conditional_draws`). ``observed`` is the flat data vector the
     spectrum was made from.
     """
-    shape = tuple(whitened.prior.kernel_shape)
-    direction = np.asarray(whitened.prior.to_latent_transpose(jnp.ones(shape)), np.float64)
+    directions = sum_constraints(whitened.prior)
     basis = np.asarray(spectrum.basis)
     if spectrum.space == "kernel":
-        along = basis.T @ direction
-        cross = along * np.asarray(spectrum.latent_projection)
+        along = directions @ basis
+        data = np.asarray(spectrum.latent_projection)
     else:
-        along = basis.T @ np.asarray(whitened.apply(jnp.asarray(direction)))
-        cross = along * (basis.T @ np.asarray(observed, np.float64))  # times d_j
+        mapped = np.asarray(whitened.apply(jnp.asarray(directions)))  # (m, n)
+        along = mapped @ basis
+        data = basis.T @ np.asarray(observed, np.float64)
+    target = np.zeros(directions.shape[0])
+    target[0] = float(kernel_sum)
     return replace(
-        spectrum, sum_direction=direction, sum_cross=cross, sum_sq=along**2,
-        sum_norm=float(direction @ direction), sum_value=float(kernel_sum),
+        spectrum, sum_direction=directions, sum_along=along, sum_data=data,
+        sum_gram=directions @ directions.T, sum_value=target,
     )  # fmt: skip
 
 
@@ -620,14 +654,17 @@ def conditional_draws(
         latent = z0 + scale * whitened.transpose(weights @ basis.T)
     if spectrum.sum_value is None:
         return latent
-    # Conditioning by kriging: z + Sigma a (t - a^T z) / (a^T Sigma a) is an exact
-    # draw given a^T z = t, Sigma the posterior covariance at these (sigma, s).
-    a = jnp.asarray(spectrum.sum_direction)
+    # Conditioning by kriging: z + Sigma D^T (D Sigma D^T)^{-1} (t - D z) is an exact
+    # draw given D z = t, Sigma the posterior covariance at these (sigma, s).
+    directions = jnp.asarray(spectrum.sum_direction)  # (m, p)
+    along = jnp.asarray(spectrum.sum_along)  # (m, r)
     if spectrum.space == "kernel":
-        spread = ((basis.T @ a) * sigma2 / total) @ basis.T
+        # (b, m, p): Sigma D^T per draw, transposed
+        spread = (along[None] * (sigma2 / total)[:, None, :]) @ basis.T
     else:
-        along = basis.T @ whitened.apply(a)
-        spread = a - scale**2 * whitened.transpose((along * jnp.ones_like(total) / total) @ basis.T)
-    target = spectrum.sum_value / kernel_scale
-    gap = (target - latent @ a) / (spread @ a)
-    return latent + gap[:, None] * spread
+        back = whitened.transpose((along[None] / total[:, None, :]) @ basis.T)  # (b, m, p)
+        spread = directions[None] - (scale**2)[:, :, None] * back
+    target = jnp.asarray(spectrum.sum_value)[None] / kernel_scale[:, None]  # (b, m)
+    inner = spread @ directions.T  # (b, m, m): D Sigma D^T
+    gap = jnp.linalg.solve(inner, (target - latent @ directions.T)[..., None])[..., 0]
+    return latent + jnp.einsum("bm,bmp->bp", gap, spread)
