@@ -158,7 +158,7 @@ def test_zero_boundary_transpose_is_dense_transpose(rng, order):
 
 
 def test_smooth_names_validation_and_hashing():
-    # The zero boundary is the default (session 3); names say order and boundary.
+    # The zero boundary is the default; names say order and boundary.
     assert SmoothPrior((5, 5)).boundary == "zero"
     assert SmoothPrior((5, 5)).name == "smooth"
     assert SmoothPrior((5, 5), order=2).name == "smooth2"

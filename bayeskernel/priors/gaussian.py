@@ -88,7 +88,7 @@ class SmoothPrior(LinearGaussianPrior):
         boundary (e.g. ``'smooth_reflect'``).
     boundary : {'zero', 'reflect'}
         Boundary condition of the Laplacian at the window's edge. ``'zero'``
-        (default since session 3) suits kernels that fall to zero within the
+        (default) suits kernels that fall to zero within the
         window, as a well-chosen ``kernel_shape`` does: on the peer benchmark it
         was as accurate or more on 16 of 19 cases (up to 12% better; at most 1%
         worse), and the marginal likelihood preferred it on all 18 simulated ones.

@@ -87,7 +87,7 @@ class RadialPrior(LinearGaussianPrior):
     # Knots at every pixel distance out to 16 px (at most 97 of them) put a knot on
     # each side of a sharp edge: a 21x21 disk's error falls from 0.085 to 0.026.
     # On the motivating case the central error stays at 3.0% (3.01% against 2.98%
-    # with 4 over 5 seeds). docs/benchmarks.md, session 4.
+    # with 4 over 5 seeds; docs/benchmarks.md).
     exact_radius: float = 16.0
     growth: float = 0.03
     order: int = 2
