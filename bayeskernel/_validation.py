@@ -60,12 +60,15 @@ def check_kernel_shape(kernel_shape) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None):
+def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None, oversample=None):
     """Check and convert the data of a fit.
 
     A masked ``B`` (:mod:`numpy.ma`) leaves its masked pixels out, as NaN and
     ``mask`` do; a masked ``A`` with masked values is refused (the input must
     be known everywhere).
+
+    ``oversample`` ``(s_y, s_x)``: ``A`` and the kernel are on a grid that
+    much finer than ``B`` (:mod:`bayeskernel.binning`).
 
     Returns
     -------
@@ -96,7 +99,18 @@ def check_fit_inputs(image, observed, kernel_shape, mode: str, mask=None):
     if np.any(np.isinf(observed)):
         raise ValueError("B contains inf; mark unobserved pixels with NaN or a mask instead")
     _, expected = output_window(image.shape, kernel_shape, mode)
-    if observed.shape != tuple(expected):
+    if oversample is not None:
+        fine = tuple(expected)
+        expected = tuple(n // s for n, s in zip(fine, oversample))
+        if observed.shape != expected:
+            raise ValueError(
+                f"B has shape {observed.shape}, but convolve2d(A, K, mode={mode!r}) with A of "
+                f"shape {image.shape} and kernel_shape {kernel_shape} on the fine grid has "
+                f"shape {fine}, which oversample={tuple(oversample)} bins to {expected} (give A "
+                f"on the fine grid: e.g. {tuple(n * s for n, s in zip(observed.shape, oversample))}"
+                " for mode='same')"
+            )
+    elif observed.shape != tuple(expected):
         raise ValueError(
             f"B has shape {observed.shape}, but convolve2d(A, K, mode={mode!r}) with A of "
             f"shape {image.shape} and kernel_shape {kernel_shape} has shape {tuple(expected)}"

@@ -12,6 +12,7 @@ import numpy as np
 
 from bayeskernel._machine import memory_bytes
 from bayeskernel._validation import check_fit_inputs
+from bayeskernel.binning import check_oversample, make_binned_operator
 from bayeskernel.catalogue import AUTO_PRIORS, HYPER_SAMPLERS, METHODS, SOLVERS
 from bayeskernel.diagnostics import prior_dominance_warnings
 from bayeskernel.field import (
@@ -73,6 +74,7 @@ def fit(
     weights=None,
     kernel_sum: float | None = None,
     spatial_order: int | Literal["auto"] = 0,
+    oversample: int | tuple[int, int] | None = None,
     num_warmup: int = 500,
     num_samples: int | None = None,
     num_chains: int = 2,
@@ -173,6 +175,17 @@ def fit(
         ``kernel_at(y, x)`` the posterior at any position.
         ``diagnostics['spatial_order_weights']`` has the orders' posterior
         probabilities.
+    oversample : int or (int, int), optional
+        A kernel finer than the sensor (super-resolution): ``A`` and ``K``
+        are given on a grid ``s`` times finer than ``B`` (per axis, or one
+        ``s`` for both), and each pixel of ``B`` sums a block of ``s x s``
+        fine pixels of ``convolve2d(A, K, mode)``, blocks from the first fine
+        row and column, a last partial block left out
+        (:mod:`bayeskernel.binning`; with ``mode='same'``, ``A`` of ``s``
+        times ``B``'s shape). Every prior and route, background and variance
+        included; ``kernel_shape`` is on the fine grid. Point sources at
+        sub-pixel positions: :func:`bayeskernel.sources.render_points` makes
+        ``A``.
     num_warmup, num_samples, num_chains : int
         Sampler settings (``num_samples`` per chain; SVI draws ``num_samples``).
         ``num_samples=None`` (default): :data:`DEFAULT_SAMPLES` of the route,
@@ -252,6 +265,12 @@ def fit(
             f"draws_dtype must be a floating dtype (np.float32 or np.float64), got {draws_dtype!r}"
         )
     spatial_order = check_spatial_order(spatial_order)
+    oversample = check_oversample(oversample)
+    if oversample is not None and spatial_order:
+        raise ValueError(
+            "oversample= and spatial_order= together are not available: fit a super-resolved "
+            "kernel per region of the image, or a field at the sensor's resolution"
+        )
     if spatial_order and method not in ("auto", "exact"):
         raise ValueError(
             f"spatial_order={spatial_order!r} runs in the exact route (its components and "
@@ -269,7 +288,7 @@ def fit(
     for name, value in (("noise_sigma", noise_sigma), ("kernel_scale", kernel_scale)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
-    pairs = _check_pairs(A, B, kernel_shape, mode, mask)
+    pairs = _check_pairs(A, B, kernel_shape, mode, mask, oversample)
     kernel_shape = pairs[0][2]
     background = check_background(background)
     if kernel_sum is not None:
@@ -363,6 +382,9 @@ def fit(
                 (b * np.sqrt(w))[m] for (_, b, _, m), w in zip(pairs, noise_weights, strict=True)
             ])  # fmt: skip
             scales = scales._replace(noise=float(np.sqrt(np.mean(whitened**2))) or 1.0)
+        if oversample is not None:
+            # Each pixel of B sums s_y s_x fine pixels of the blur.
+            scales = scales._replace(kernel=scales.kernel / (oversample[0] * oversample[1]))
     else:
         scales = check_hyper_scales(hyper_scales)
     _check_storage(scales.kernel, draws_dtype)
@@ -378,7 +400,12 @@ def fit(
 
     with jax.enable_x64(True):
         rng_key = prng_key(seed)
-        operators = tuple(make_operator(a, kernel_shape, mode) for a, *_ in pairs)
+        if oversample is None:
+            operators = tuple(make_operator(a, kernel_shape, mode) for a, *_ in pairs)
+        else:
+            operators = tuple(
+                make_binned_operator(a, kernel_shape, mode, oversample) for a, *_ in pairs
+            )
         if orders:
             operators = tuple(make_field_operator(op, max(orders)) for op in operators)
         datas = tuple(jnp.asarray(b) for _, b, _, _ in pairs)
@@ -449,6 +476,7 @@ def fit(
             posterior.background_terms = background_terms(background)
         if orders:
             _split_field(posterior, candidates, max(orders), pairs[0][1].shape)
+        posterior.oversample = oversample
         if noise_weights is not None:
             posterior.diagnostics["noise_model"] = "variance map"
             posterior.noise_weights = noise_weights[0] if len(pairs) == 1 else noise_weights
@@ -568,10 +596,10 @@ def _warn_not_binary(images: list[np.ndarray]) -> None:
             )
 
 
-def _check_pairs(A, B, kernel_shape, mode, mask):
+def _check_pairs(A, B, kernel_shape, mode, mask, oversample=None):
     """Validate one pair or lists of pairs; names in errors say which (``A[1]``)."""
     if not isinstance(A, (list, tuple)):
-        return [check_fit_inputs(A, B, kernel_shape, mode, mask)]
+        return [check_fit_inputs(A, B, kernel_shape, mode, mask, oversample)]
     if not isinstance(B, (list, tuple)) or len(A) != len(B):
         raise ValueError(
             "A is a list of images, so B must be a list of the same length "
@@ -585,7 +613,7 @@ def _check_pairs(A, B, kernel_shape, mode, mask):
     pairs = []
     for index, (a, b, m) in enumerate(zip(A, B, masks, strict=True)):
         try:
-            pairs.append(check_fit_inputs(a, b, kernel_shape, mode, m))
+            pairs.append(check_fit_inputs(a, b, kernel_shape, mode, m, oversample))
         except (ValueError, TypeError) as error:
             message = str(error).replace("A ", f"A[{index}] ", 1).replace("B ", f"B[{index}] ", 1)
             raise type(error)(f"pair {index}: {message}") from None

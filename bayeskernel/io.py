@@ -265,6 +265,7 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
         inference_library="bayeskernel",
         **{_DIAGNOSTICS_ATTR: json.dumps(plain)},
         **({} if posterior.field_shape is None else {"field_shape": list(posterior.field_shape)}),
+        **({} if posterior.oversample is None else {"oversample": list(posterior.oversample)}),
     )
     idata.to_netcdf(str(path))
     return path
@@ -371,6 +372,9 @@ def load(path: str | os.PathLike) -> KernelPosterior:
         field_terms=() if field is None else tuple(map(str, field["field_term"].values)),
         field_shape=(
             None if field is None else tuple(int(n) for n in np.ravel(attrs["field_shape"]))
+        ),
+        oversample=(
+            tuple(int(n) for n in np.ravel(attrs["oversample"])) if "oversample" in attrs else None
         ),
     )
 

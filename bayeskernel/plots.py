@@ -361,6 +361,10 @@ def _replicate_mean(posterior: KernelPosterior, image: np.ndarray, index: int) -
     if posterior.field_draws is None:
         kernel = posterior.kernel_draws.reshape((-1,) + posterior.kernel_shape)[index]
         blurred = scipy.signal.convolve(image, kernel.astype(float), mode=posterior.mode)
+        if posterior.oversample is not None:
+            from bayeskernel.binning import bin_image
+
+            blurred = bin_image(blurred, posterior.oversample)
     else:
         field = posterior.field_draws.reshape((-1,) + posterior.field_draws.shape[2:])[index]
         parts = np.stack(

@@ -71,6 +71,9 @@ class KernelPosterior:
         The components' monomials, e.g. ``('1', 'y', 'x')``.
     field_shape : (int, int) or None
         The grid the field's positions are normalised over (``B``'s shape).
+    oversample : (int, int) or None
+        Fine pixels per pixel of ``B`` (``fit(..., oversample=s)``): the
+        kernel and ``A`` are on the fine grid (:mod:`bayeskernel.binning`).
     """
 
     kernel_draws: np.ndarray
@@ -90,6 +93,7 @@ class KernelPosterior:
     field_draws: np.ndarray | None = None
     field_terms: tuple[str, ...] = ()
     field_shape: tuple[int, int] | None = None
+    oversample: tuple[int, int] | None = None
 
     # --- shapes ------------------------------------------------------------
     @property
@@ -279,7 +283,12 @@ class KernelPosterior:
             raise ValueError("predict needs the data A (kept by fit, and by load)")
         image = np.asarray(image, float)
         if self.field_draws is None:
-            return scipy.signal.convolve(image, self.kernel_mean, self.mode)
+            blurred = scipy.signal.convolve(image, self.kernel_mean, self.mode)
+            if self.oversample is None:
+                return blurred
+            from bayeskernel.binning import bin_image
+
+            return bin_image(blurred, self.oversample)
         from bayeskernel.field import field_basis
 
         means = np.mean(self.field_draws, axis=(0, 1), dtype=np.float64)
@@ -491,6 +500,7 @@ class KernelPosterior:
                 "mode": self.mode,
                 "inference_library": "bayeskernel",
                 **({} if self.field_shape is None else {"field_shape": list(self.field_shape)}),
+                **({} if self.oversample is None else {"oversample": list(self.oversample)}),
             },
             **kwargs,
         )

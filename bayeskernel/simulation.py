@@ -59,7 +59,47 @@ def _motion(shape, length=None, angle=np.pi / 5, **_):
     return kernel / kernel.sum()
 
 
+def _telescope(
+    shape, width=2.0, obscuration=0.3, spiders=4, aberration=0.08, shift=(0.0, 0.0), **_
+):
+    """A telescope's PSF: annular aperture, spider vanes, low-order aberrations.
+
+    ``width`` is lambda / D in pixels (2.0: the first dark ring at about 2.4
+    pixels), ``aberration`` the rms wavefront error in waves (defocus,
+    astigmatism and coma in fixed proportions), ``shift`` a sub-pixel offset
+    of the centre (rows, columns; a phase ramp over the pupil, so the PSF is
+    sampled exactly at shifted positions).
+    """
+    size = 256
+    diameter = size / width
+    u = (np.arange(size) - size / 2) / (diameter / 2)
+    yy, xx = np.meshgrid(u, u, indexing="ij")
+    rho, theta = np.hypot(yy, xx), np.arctan2(yy, xx)
+    pupil = ((rho <= 1.0) & (rho >= obscuration)).astype(float)
+    for k in range(spiders):
+        angle = np.pi / 4 + k * np.pi / spiders
+        across = np.abs(-np.sin(angle) * xx + np.cos(angle) * yy)
+        pupil[across < 0.02] = 0.0
+    modes = (
+        np.sqrt(3) * (2 * rho**2 - 1),  # defocus
+        np.sqrt(6) * rho**2 * np.cos(2 * theta),  # astigmatism
+        np.sqrt(8) * (3 * rho**3 - 2 * rho) * np.cos(theta),  # coma
+    )
+    weights = np.array([0.5, 0.7, 0.5]) / np.sqrt(0.5**2 + 0.7**2 + 0.5**2)
+    phase = 2 * np.pi * aberration * sum(w * m for w, m in zip(weights, modes))
+    index = np.arange(size) - size / 2
+    # F(x - d) = sum_u p(u) exp(2 pi i u d / N) exp(-2 pi i u x / N)
+    phase = phase + 2 * np.pi * (index[:, None] * shift[0] + index[None, :] * shift[1]) / size
+    field = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(pupil * np.exp(1j * phase))))
+    psf = np.abs(field) ** 2
+    rows = size // 2 - (shape[0] - 1) // 2
+    cols = size // 2 - (shape[1] - 1) // 2
+    kernel = psf[rows : rows + shape[0], cols : cols + shape[1]]
+    return kernel / kernel.sum()
+
+
 KERNELS = {
+    "telescope": _telescope,
     "inverse_distance": _inverse_distance,
     "gaussian": _gaussian,
     "anisotropic_gaussian": _anisotropic_gaussian,
@@ -73,9 +113,13 @@ def make_kernel(family: str, shape: tuple[int, int], **params) -> np.ndarray:
 
     Parameters
     ----------
-    family : {'inverse_distance', 'gaussian', 'anisotropic_gaussian', 'disk', 'motion'}
+    family : {'inverse_distance', 'gaussian', 'anisotropic_gaussian', 'disk', 'motion', \
+'telescope'}
         ``inverse_distance`` is ``1/r`` with the centre set to 0 (the motivating
-        case); the others sum to one.
+        case); the others sum to one. ``telescope``: the PSF of an obscured
+        aperture with four spider vanes and low-order aberrations (``width``
+        is lambda / D in pixels, default 2; ``aberration`` the rms wavefront
+        error in waves, default 0.08).
     shape : (int, int)
     **params
         Family parameters (``width``, ``radius``, ``length``, ``angle``).

@@ -308,6 +308,8 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
         scales = np.ones(obs.indices.size) if obs.scales is None else obs.scales
         if isinstance(op, FieldOperator):
             normal = _field_normal_matrix(op, obs, scales)
+        elif not isinstance(op, ConvolutionOperator):  # e.g. a binned blur
+            normal = _columns_normal_matrix(op, obs, scales)
         elif obs.scales is None and obs.indices.size == pixels:
             normal = normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode)
         else:
@@ -332,6 +334,30 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
             normal = normal - c.T @ c
         total = total + normal
     return total
+
+
+def _columns_normal_matrix(op, obs, scales: np.ndarray) -> np.ndarray:
+    """``H^T S^2 H`` of any linear blur, one column ``H e_k`` per kernel entry."""
+    size = int(np.prod(op.kernel_shape))
+    weights = np.zeros(int(np.prod(obs.shape)))
+    weights[obs.indices] = scales**2
+    weights = jnp.asarray(weights.reshape(obs.shape))
+    batch = -(-size // -(-size // _NORMAL_BATCH))  # equal batches: one program
+    normal = np.empty((size, size))
+    for start in range(0, size, batch):
+        units = np.zeros((batch, size))
+        count = min(batch, size - start)
+        units[np.arange(count), np.arange(start, start + count)] = 1.0
+        rows = _operator_normal_rows(
+            op, weights, jnp.asarray(units.reshape((batch,) + tuple(op.kernel_shape)))
+        )
+        normal[start : start + count] = np.asarray(rows)[:count]
+    return normal
+
+
+@jax.jit
+def _operator_normal_rows(op, weights, units):
+    return op.adjoint(weights * op(units)).reshape(units.shape[0], -1)
 
 
 def _field_normal_matrix(op: FieldOperator, obs, scales: np.ndarray) -> np.ndarray:

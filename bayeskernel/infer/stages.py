@@ -32,6 +32,7 @@ from numpyro.infer import MCMC, NUTS
 
 from bayeskernel.catalogue import SOLVERS
 from bayeskernel.field import FieldOperator
+from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer.common import constant_draws
 from bayeskernel.infer.exact import (
     DENSE_LIMIT,
@@ -287,8 +288,9 @@ def prepare(
             kernel_size <= min(DENSE_LIMIT, NORMAL_MATRIX_RATIO * whitened.num_latent)
             or "normal" in cache  # already paid for by another candidate
         ):
-            field = isinstance(operators[0], FieldOperator)
-            if field or (observations is not None and any(_weighted_or_projected(observations))):
+            # A field or a binned blur: their normal matrix is not the plain one.
+            special = not isinstance(operators[0], ConvolutionOperator)
+            if special or (observations is not None and any(_weighted_or_projected(observations))):
                 gram = kernel_gram(operators, prior, _normal(cache, operators, observations, masks))
             elif all(m is None for m in masks):
                 gram = kernel_gram(operators, prior)
