@@ -46,6 +46,7 @@ _EXPORTS = {
     "make_kernel": "simulation",
     "motivating_case": "simulation",
     "simulate": "simulation",
+    "render_points": "sources",
     "fit_tiles": "tiles",  # dask loads only when it is called
 }
 
@@ -53,6 +54,7 @@ _EXPORTS = {
 _SUBMODULES = (
     "api",
     "averaging",
+    "binning",
     "cli",
     "comparison",
     "compilation_cache",
@@ -71,6 +73,7 @@ _SUBMODULES = (
     "posterior",
     "priors",
     "simulation",
+    "sources",
     "tiles",
 )
 
@@ -107,6 +110,7 @@ __all__ = [
     "motivating_case",
     "output_shape",
     "relative_error",
+    "render_points",
     "simulate",
     "use_compilation_cache",
 ]

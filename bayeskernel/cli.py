@@ -145,6 +145,16 @@ def _spatial_order(text: str) -> int | str:
     return value
 
 
+def _oversample(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..8, got {text!r}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -252,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a kernel that varies across the image: polynomials of the pixel position up "
         "to this order (0: one kernel; 'auto': orders 0-2 weighed by evidence); writes the "
         "kernels on a 5x5 grid of positions to kernel_field.npz (and .fits)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--oversample", type=_oversample, default=None, metavar="S",
+        help="a kernel S times finer than B's pixels (super-resolution): A and --kernel-shape "
+        "are on the fine grid, each pixel of B sums S x S fine pixels; A_FILE may be a CSV "
+        "table of point sources (columns row, col, flux in B's pixels)",
     )  # fmt: skip
     noise = fit.add_mutually_exclusive_group()
     noise.add_argument(
@@ -489,12 +505,14 @@ def _write_files(
     return summary
 
 
-def _check_shapes(a_file, image, b_file, observed, kernel_shape, mode) -> None:
+def _check_shapes(a_file, image, b_file, observed, kernel_shape, mode, oversample=None) -> None:
     """Messages that name the files, before fit's generic ones."""
     from bayeskernel.forward import output_shape
 
     try:
         expected = tuple(output_shape(image.shape, kernel_shape, mode))
+        if oversample is not None:
+            expected = tuple(n // oversample for n in expected)
     except ValueError:
         raise ValueError(
             f"--kernel-shape {kernel_shape[0]} {kernel_shape[1]} is impossible with --mode "
@@ -505,7 +523,9 @@ def _check_shapes(a_file, image, b_file, observed, kernel_shape, mode) -> None:
         raise ValueError(
             f"{b_file}: B has shape {observed.shape}, but A {image.shape} ({a_file}) with "
             f"--kernel-shape {kernel_shape[0]} {kernel_shape[1]} and --mode {mode} gives "
-            f"{expected}; check the files, --mode and --kernel-shape"
+            f"{expected}"
+            + ("" if oversample is None else f" at --oversample {oversample}")
+            + "; check the files, --mode and --kernel-shape"
         )
 
 
@@ -519,10 +539,22 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
 
     kernel_shape = tuple(args.kernel_shape)
     hdu = {"hdu": args.hdu} if args.hdu is not None else {}
-    image = read_array(args.a_file, key=args.key, role="A", **(hdu if is_fits(args.a_file) else {}))
     observed = read_array(
         args.b_file, key=args.key, role="B", allow_nan=True, **(hdu if is_fits(args.b_file) else {})
     )
+    if str(args.a_file).lower().endswith(".csv"):  # point sources: row, col, flux
+        from bayeskernel.sources import read_points, render_points
+
+        if args.mode != "same":
+            raise ValueError(f"{args.a_file}: a point table needs --mode same (A's grid is B's)")
+        factor = args.oversample or 1
+        fine = tuple(n * factor for n in observed.shape)
+        image = render_points(read_points(args.a_file), fine, oversample=factor)
+        say(f"{args.a_file}: rendered onto a {fine[0]}x{fine[1]} grid (oversample {factor})")
+    else:
+        image = read_array(
+            args.a_file, key=args.key, role="A", **(hdu if is_fits(args.a_file) else {})
+        )
     planes = {}
     if is_fits(args.b_file):  # B's own variance, weight and mask planes
         found = read_image(args.b_file, args.hdu)
@@ -535,7 +567,9 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
             f"A ({args.a_file}) and B ({args.b_file}) hold the same array: B must be the "
             "blurred, noisy output of A; check the file names (or --key)"
         )
-    _check_shapes(args.a_file, image, args.b_file, observed, kernel_shape, args.mode)
+    _check_shapes(
+        args.a_file, image, args.b_file, observed, kernel_shape, args.mode, args.oversample
+    )
     true_kernel = None
     if args.true_kernel is not None:
         true_kernel = read_array(args.true_kernel, role="true kernel")
@@ -572,7 +606,8 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
         image, observed, kernel_shape, mode=args.mode, prior=args.prior, method=args.method,
         num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
         solver=args.solver, binary=args.binary, seed=args.seed, progress_bar=not args.quiet,
-        background=args.background, spatial_order=args.spatial_order, **noise_map,
+        background=args.background, spatial_order=args.spatial_order,
+        oversample=args.oversample, **noise_map,
     )  # fmt: skip
     say(f"fitted in {time.perf_counter() - start:.1f} s; writing results to {args.out}/")
     extra = {

@@ -215,3 +215,23 @@ def test_a_super_resolved_fit_survives_save_and_load(tmp_path):
     back = bk.load(bk.io.save(post, tmp_path / "fine.nc"))
     assert back.oversample == (2, 2)
     np.testing.assert_allclose(back.predict(), post.predict())
+
+
+def test_the_command_line_fits_a_point_table_at_oversample(tmp_path):
+    from bayeskernel import cli
+
+    rng = np.random.default_rng(7)
+    points, clean = _star_field(2, 40, rng, sensor=24, shape=(9, 9))
+    np.save(tmp_path / "B.npy", clean + 0.02 * rng.normal(size=clean.shape))
+    with open(tmp_path / "stars.csv", "w") as fh:
+        fh.write("row,col,flux\n" + "".join(f"{r},{c},{f}\n" for r, c, f in points))
+    out = tmp_path / "results"
+    files = [str(tmp_path / "stars.csv"), str(tmp_path / "B.npy")]
+    code = cli.main(["fit", *files, "--kernel-shape", "9", "9", "--oversample", "2",
+                     "--prior", "smooth2", "--samples", "40", "--plots", "none", "--quiet",
+                     "--out", str(out)])  # fmt: skip
+    assert code == 0
+    post = bk.load(out / "posterior.nc")
+    assert post.oversample == (2, 2) and post.kernel_shape == (9, 9)
+    truth = bk.make_kernel("telescope", (9, 9), width=2.0)
+    assert np.linalg.norm(post.kernel_mean - truth) < 0.15 * np.linalg.norm(truth)
