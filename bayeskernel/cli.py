@@ -266,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--oversample", type=_oversample, default=None, metavar="S",
         help="a kernel S times finer than B's pixels (super-resolution): A and --kernel-shape "
-        "are on the fine grid, each pixel of B sums S x S fine pixels; A_FILE may be a CSV "
-        "table of point sources (columns row, col, flux in B's pixels)",
+        "are on the fine grid, each pixel of B sums S x S fine pixels. A_FILE may be a CSV "
+        "table of point sources whose header names the columns row, col, flux (positions in "
+        "B's pixels), with or without --oversample",
     )  # fmt: skip
     noise = fit.add_mutually_exclusive_group()
     noise.add_argument(
@@ -532,6 +533,15 @@ def _check_shapes(a_file, image, b_file, observed, kernel_shape, mode, oversampl
 # --- commands ---------------------------------------------------------------------------
 
 
+def _is_point_table(path: Path) -> bool:
+    """A CSV file whose header names the columns ``row``, ``col`` and ``flux``."""
+    if not str(path).lower().endswith(".csv") or not Path(path).is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = {name.strip().lower() for name in fh.readline().split(",")}
+    return {"row", "col", "flux"} <= header
+
+
 def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
     from bayeskernel.api import fit
     from bayeskernel.fits import is_fits, read_image
@@ -542,7 +552,7 @@ def _cmd_fit(args: argparse.Namespace, say: _Reporter) -> int:
     observed = read_array(
         args.b_file, key=args.key, role="B", allow_nan=True, **(hdu if is_fits(args.b_file) else {})
     )
-    if str(args.a_file).lower().endswith(".csv"):  # point sources: row, col, flux
+    if _is_point_table(args.a_file):  # point sources: row, col, flux
         from bayeskernel.sources import read_points, render_points
 
         if args.mode != "same":
