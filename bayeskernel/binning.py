@@ -91,6 +91,7 @@ class BinnedOperator:
     factor: tuple[int, int]
 
     def tree_flatten(self):
+        """Leaves (arrays) and static data, for JAX's pytree protocol."""
         return (self.base,), self.factor
 
     @classmethod

@@ -153,6 +153,7 @@ class FieldOperator:
     basis: jax.Array
 
     def tree_flatten(self):
+        """Leaves (arrays) and static data, for JAX's pytree protocol."""
         return (self.base, self.basis), None
 
     @classmethod

@@ -122,6 +122,7 @@ class ConvolutionOperator:
 
     # --- pytree protocol -------------------------------------------------
     def tree_flatten(self):
+        """Leaves (arrays) and static data, for JAX's pytree protocol."""
         return (self.image, self.image_fft), (
             self.kernel_shape,
             self.mode,

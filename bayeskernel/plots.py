@@ -3,18 +3,18 @@
 Figures are built with :class:`matplotlib.figure.Figure`, not pyplot: no global
 state, nothing to close, any backend. ArviZ draws into axes made that way too.
 
-=========================  ===================================================
-:func:`plot_kernel`        mean, sd and interval width as images (and truth)
-:func:`plot_radial_profile`  ring averages by distance from the centre, bands
-:func:`plot_residuals`     residual map and histogram against N(0, sigma)
+=============================  ================================================================
+:func:`plot_kernel`            mean, sd and interval width as images (and truth)
+:func:`plot_radial_profile`    ring averages by distance from the centre, bands
+:func:`plot_residuals`         residual map and histogram against N(0, sigma)
 :func:`plot_predictive_check`  observed B against posterior predictive draws
-:func:`plot_trace`         ArviZ trace plot of sigma, s and chosen entries
-:func:`plot_rank`          ArviZ rank plot of the same
-:func:`plot_pair`          ArviZ pair plot of the same
-:func:`plot_prior_weights`  ``prior='auto'``: each candidate's log evidence and weight
-:func:`plot_kernel_field`  ``spatial_order``: kernels over the image, width and ellipticity
-:func:`plot_report`        all of them to PNG files or one multi-page PDF
-=========================  ===================================================
+:func:`plot_trace`             ArviZ trace plot of sigma, s and chosen entries
+:func:`plot_rank`              ArviZ rank plot of the same
+:func:`plot_pair`              ArviZ pair plot of the same
+:func:`plot_prior_weights`     ``prior='auto'``: each candidate's log evidence and weight
+:func:`plot_kernel_field`      ``spatial_order``: kernels over the image, width and ellipticity
+:func:`plot_report`            all of them to PNG files or one multi-page PDF
+=============================  ================================================================
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Simulation-based calibration (SBC) of every inference route (issue 6).
+"""Simulation-based calibration (SBC) of every inference route.
 
 Design (kept small so that the whole study runs in minutes per method):
 16x16 Bernoulli(0.2) image, 5x5 kernel, ``mode='same'``, prior ``'smooth'``.
@@ -26,8 +26,8 @@ schemes are:
 * 'map' gives point estimates of the hyperparameters (constant draws), so only
   its kernel entries are checked;
 * ``fixed-prior``: hyperparameters learned, with ``fit``'s hyperprior scales
-  replaced by ``(s0, sigma0)`` (through ``fit(..., hyper_scales=)``; formerly
-  patched for the duration of the call). This is the model the data were drawn
+  replaced by ``(s0, sigma0)`` (through ``fit(..., hyper_scales=)``). This is
+  the model the data were drawn
   from: a proper SBC of the learned-hyperparameter posterior;
 * ``fit-default``: hyperparameters learned with ``fit`` exactly as users call it
   (scales from the data). Not a strict SBC: it shows what the data-dependent
@@ -44,8 +44,8 @@ Coverage error bars are binomial: ``1.96 sqrt(p (1 - p) / N)`` about the
 nominal ``p``; ``*`` marks a coverage outside them. The rank-uniformity p-value
 is a chi-square test on 10 bins.
 
-'exact' and 'map' fits reuse their compiled programs from one fit to the next
-(session 3). 'nuts' and 'svi' fits still build fresh jitted closures: for them
+'exact' and 'map' fits reuse their compiled programs from one fit to the next.
+'nuts' and 'svi' fits build fresh jitted closures: for them
 the script calls ``jax.clear_caches()`` every 10 fits (otherwise the compiled
 programs pile up until the process runs out of memory maps), and it switches on
 JAX's persistent compilation cache (a temporary folder).

@@ -1,4 +1,4 @@
-"""The exact route on the motivating case (issue 3).
+"""The exact route on the motivating case.
 
 The case: ``bayeskernel.datasets.motivating_example()`` (100x100 Bernoulli(0.2)
 image, 199x199 ``1/r`` kernel with centre 0, noise sd 1.0, mode 'same'). It is
@@ -18,8 +18,8 @@ It also times the dense eigendecomposition that dominates
 ``OPENBLAS_NUM_THREADS`` = 1 and 2, each in a subprocess with the variable set
 before NumPy is imported.
 
-Targets (issue 3): full posterior of the motivating case in under 60 s (aim
-10 s); noise sd within 10% of 1.0 with ESS >= 100 per 200 draws.
+Targets: full posterior of the motivating case in under 60 s (aim 10 s);
+noise sd within 10% of 1.0 with ESS >= 100 per 200 draws.
 
 Usage: ``python benchmarks/bench_exact.py [--quick] [--markdown FILE]``
 (``--quick`` uses ``bayeskernel.motivating_case(40)``: 40x40 image, 79x79
@@ -331,7 +331,7 @@ def main(argv=None) -> None:
 
     info = machine_info()
     command = command_line("benchmarks/bench_exact.py", argv)
-    title = "bench_exact: exact and MAP routes on the motivating case (issue 3)"
+    title = "bench_exact: exact and MAP routes on the motivating case"
     report = Report(title, command, info)
     report.header()
 

@@ -1,4 +1,4 @@
-"""All four inference routes on a small and a medium synthetic case (issue 2).
+"""All four inference routes on a small and a medium synthetic case.
 
 Cases (mode 'same', Bernoulli(0.2) image, Gaussian kernel, prior 'smooth'):
 
@@ -11,7 +11,7 @@ error of the posterior mean (whole kernel and central region), coverage of the
 95% equal-tailed intervals, the noise sd estimate, and bulk ESS (ArviZ) of the
 noise sd and of the kernel entries (min and median over entries), also per
 second of wall time, so that exact and NUTS effective samples per second can be
-compared (issue 3 target: exact >= 100x NUTS).
+compared (target: exact >= 100x NUTS).
 
 Usage: ``python benchmarks/bench_methods.py [--quick] [--markdown FILE]``
 """
@@ -144,7 +144,7 @@ def main(argv=None) -> None:
 
     info = machine_info()
     command = command_line("benchmarks/bench_methods.py", argv)
-    report = Report("bench_methods: exact, map, NUTS and SVI (issue 2)", command, info)
+    report = Report("bench_methods: exact, map, NUTS and SVI", command, info)
     report.header()
     wanted = [c for c in CASES if c.split()[0] in args.cases.split(",")]
     results = []
@@ -245,7 +245,7 @@ def main(argv=None) -> None:
                 )
     if ratio_rows:
         report.table(
-            "Exact / NUTS ratio of effective samples per second (issue 3 target: >= 100)",
+            "Exact / NUTS ratio of effective samples per second (target: >= 100)",
             ["case", "noise sd", "kernel min", "kernel median", "NUTS s / exact s"],
             [r[:4] + [1 / r[4]] for r in ratio_rows],
         )

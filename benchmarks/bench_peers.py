@@ -1,4 +1,4 @@
-"""Accuracy against peer methods on a fixed set of cases (issue 6).
+"""Accuracy against peer methods on a fixed set of cases.
 
 Every method gets the same ``A`` and ``B`` (``mode='same'``) and the kernel
 shape; none is told the noise sd. Methods:
@@ -22,9 +22,9 @@ shape; none is told the noise sd. Methods:
   ``s ~ Gamma(1, 1e-4)``; ``LinearRTO`` (CGLS, ``maxit=50``) for the kernel and
   conjugate updates for ``d`` and ``s``. Skipped if CUQIpy is missing, and on
   the motivating case (39,601 unknowns).
-* bayeskernel: ``bk-smooth`` (the default prior, zero boundary since session 3;
+* bayeskernel: ``bk-smooth`` (``prior='smooth'``, zero boundary;
   ``method='exact'``, or ``'map'`` on the 199x199 case), ``bk-smooth-reflect``
-  (the reflecting boundary, the default of sessions 1-2), optionally
+  (``prior='smooth_reflect'``, the reflecting boundary), optionally
   ``bk-smooth2``; ``bk-auto`` (``prior='auto'``: ``smooth``, ``smooth2``,
   ``radial`` and ``radial1`` averaged with weights by the exact marginal likelihood,
   ``method='exact'`` everywhere), ``bk-radial`` and optionally ``bk-radial1``
@@ -345,8 +345,8 @@ def run_bayeskernel(A, B, kernel_shape, seed, prior="smooth", method="exact"):
 
 # bayeskernel variants: name -> (prior for a kernel shape, whether a case gets it).
 BK_VARIANTS = {
-    "smooth": (lambda shape: "smooth", lambda case: True),  # default: zero boundary
-    "smooth-reflect": (lambda shape: "smooth_reflect", lambda case: True),  # sessions 1-2
+    "smooth": (lambda shape: "smooth", lambda case: True),  # zero boundary
+    "smooth-reflect": (lambda shape: "smooth_reflect", lambda case: True),
     "smooth2": (lambda shape: "smooth2", lambda case: True),
     "auto": (lambda shape: "auto", lambda case: True),  # api.AUTO_PRIORS averaged by p(B)
     "radial": (lambda shape: "radial", lambda case: case["family"] in RADIAL_FAMILIES),
@@ -525,9 +525,9 @@ def summary_row(case_name: str, errors: dict, evidence: dict) -> list:
 
 
 def _upgrade(rows: list, summary: list) -> tuple[list, list]:
-    """Results saved by session 1 (no log evidence, two bk columns): pad to today's columns.
+    """Results files of the short layout (no log evidence, two bk columns): pad them.
 
-    Session 1's ``bk-smooth`` had the reflecting boundary: it goes to ``bk-smooth-reflect``.
+    Their ``bk-smooth`` rows hold the reflecting boundary: they become ``bk-smooth-reflect``.
     """
     nan = float("nan")
     rows = [
@@ -536,7 +536,7 @@ def _upgrade(rows: list, summary: list) -> tuple[list, list]:
         else row
         for row in rows
     ]
-    # old: case, best, its error, smooth, radial, smooth ratio, best bk ratio
+    # short layout: case, best, its error, smooth, radial, smooth ratio, best bk ratio
     summary = [
         row[:3] + [nan, row[3], nan, nan, row[4], nan, nan, row[6]] if len(row) == 7 else row
         for row in summary

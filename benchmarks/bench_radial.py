@@ -1,4 +1,4 @@
-"""Issue 4's target on the motivating case: the radial prior over several seeds.
+"""The radial prior on the motivating case over several seeds.
 
 For each seed, ``bayeskernel.motivating_case(100, seed)`` (100x100 Bernoulli(0.2)
 image, 199x199 ``1/r`` kernel, noise sd 1) is fitted with ``prior='radial'``

@@ -1,4 +1,4 @@
-"""Time and peak memory of the exact route against image size and kernel size (issue 7).
+"""Time and peak memory of the exact route against image size and kernel size.
 
 Two sweeps, each fit in its own subprocess so that ``ru_maxrss`` is that fit's
 peak resident memory:
@@ -14,7 +14,7 @@ peak resident memory:
 Each row is ``method='map'`` with 100 draws (type-II ML hyperparameters, then
 exact draws), prior ``'smooth'``, noise sd 0.05 (image sweep) or 1.0 (kernel
 sweep); the log-log slope between consecutive rows shows how the cost grows.
-Then the two large cases of issue 7 with the full exact sampler
+Then two large cases with the full exact sampler
 (``method='exact'``, 2 chains x 100 draws): a 2048x2048 image with a 63x63
 kernel and a 100x100 image with a 399x399 kernel.
 
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     from _common import Report, command_line, machine_info
 
     report = Report(
-        "bench_scaling: time and memory against image and kernel size (issue 7)",
+        "bench_scaling: time and memory against image and kernel size",
         command_line("benchmarks/bench_scaling.py", argv),
         machine_info(),
     )
@@ -166,9 +166,7 @@ def main(argv=None) -> None:
         rows = _rows(results, "image")
         for row in rows:  # two unrelated cases: no slope between them
             row[11] = row[12] = None
-        report.table(
-            "The large cases of issue 7, full exact sampler (2 chains x 100 draws)", HEADERS, rows
-        )
+        report.table("Two large cases, full exact sampler (2 chains x 100 draws)", HEADERS, rows)
     report.note(
         "Peak RSS includes the Python/JAX process itself (~230 MB before the fit). "
         f"Load average at the end: {tuple(round(x, 2) for x in os.getloadavg())}."

@@ -161,6 +161,7 @@ class TileStore:
             )
 
     def tile_path(self, tile_row: int, tile_col: int) -> Path:
+        """The NetCDF file of tile ``(tile_row, tile_col)`` (it may not exist yet)."""
         return self.tile_folder / f"tile_{tile_row:04d}_{tile_col:04d}.nc"
 
     def finished(self) -> set[tuple[int, int]]:
