@@ -41,3 +41,11 @@ def test_choose_prior_example():
     assert report["motion"]["chosen"].startswith("smooth")
     assert report["motion"]["weights"]["radial"] < 1e-6
     assert all(r["error"] < 0.2 for r in report.values())
+
+
+def test_tiles_field_example(tmp_path):
+    module = runpy.run_path(str(EXAMPLES / "tiles_field.py"), run_name="example")
+    report = module["main"](["--size", "48", "--tiles", "2", "--kernel", "5", "--samples", "40",
+                             "--sync", "--out", str(tmp_path)])  # fmt: skip
+    assert report["coverage_95"] > 0.8
+    assert (tmp_path / "tiles_field.png").stat().st_size > 10_000
