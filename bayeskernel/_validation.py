@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 
-from bayeskernel.forward import MODES, output_window
+from bayeskernel.catalogue import MODES
+from bayeskernel.shapes import output_window
 
 __all__ = ["check_fit_inputs", "check_kernel_shape"]
 

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.fft
 
 from bayeskernel.catalogue import MODES
+from bayeskernel.shapes import output_shape, output_window
 
 __all__ = [
     "MODES",
@@ -35,60 +36,6 @@ Mode = Literal["full", "same", "valid"]
 # (lax.conv) route beats the FFT on CPU: benchmarks/bench_forward.py puts the
 # crossover between 102,400 and 186,624 (docs/benchmarks.md).
 _DIRECT_COST_LIMIT = 120_000
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-
-def output_window(
-    image_shape: tuple[int, int], kernel_shape: tuple[int, int], mode: str
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Start and shape of the output window inside the ``'full'`` convolution.
-
-    Parameters
-    ----------
-    image_shape, kernel_shape : tuple of int
-        Shapes of ``A`` and ``K``.
-    mode : {'full', 'same', 'valid'}
-        As in :func:`scipy.signal.convolve2d`.
-
-    Returns
-    -------
-    start, shape : tuple of int
-        The output is ``full[start[0]:start[0]+shape[0], start[1]:start[1]+shape[1]]``.
-
-    Raises
-    ------
-    ValueError
-        For ``'valid'`` when neither array is at least as large as the other in
-        every dimension (SciPy refuses that case too).
-    """
-    _check_mode(mode)
-    if mode == "full":
-        return (0, 0), tuple(a + k - 1 for a, k in zip(image_shape, kernel_shape))
-    if mode == "same":
-        # scipy centres 'same' on the full output: offset (k - 1) // 2 per axis.
-        return tuple((k - 1) // 2 for k in kernel_shape), tuple(image_shape)
-    image_bigger = all(a >= k for a, k in zip(image_shape, kernel_shape))
-    kernel_bigger = all(k >= a for a, k in zip(image_shape, kernel_shape))
-    if not (image_bigger or kernel_bigger):
-        raise ValueError(
-            f"kernel_shape {tuple(kernel_shape)} is impossible for mode='valid' with an "
-            f"image of shape {tuple(image_shape)}: one must be at least as large as the "
-            "other in every dimension"
-        )
-    start = tuple(min(a, k) - 1 for a, k in zip(image_shape, kernel_shape))
-    shape = tuple(abs(a - k) + 1 for a, k in zip(image_shape, kernel_shape))
-    return start, shape
-
-
-def output_shape(
-    image_shape: tuple[int, int], kernel_shape: tuple[int, int], mode: str
-) -> tuple[int, int]:
-    """Shape of ``convolve2d(A, K, mode)`` for the given shapes."""
-    return output_window(image_shape, kernel_shape, mode)[1]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -161,7 +108,15 @@ class ConvolutionOperator:
     def adjoint(self, residual: jax.Array) -> jax.Array:
         """Transpose map: correlate an output-shaped array with the image.
 
-        Returns a kernel-shaped array ``g`` with ``<H k, r> = <k, H^T r>``.
+        Parameters
+        ----------
+        residual : (..., H, W) jax.Array
+            An array of :attr:`output_shape`; leading batch axes allowed.
+
+        Returns
+        -------
+        (..., kh, kw) jax.Array
+            Kernel-shaped ``g = H^T r``, with ``<H k, r> = <k, H^T r>``.
         """
         if self.route == "direct":
             return jax.linear_transpose(self.__call__, _zeros_like_kernel(self, residual))(

@@ -276,14 +276,14 @@ class KernelPosterior:
 
         With a field (``spatial_order``), ``sum_f phi_f (A * mean K_f)``.
         """
-        import scipy.signal
+        from bayeskernel.shapes import fft_convolve
 
         image = self.image[pair] if isinstance(self.image, list) else self.image
         if image is None:
             raise ValueError("predict needs the data A (kept by fit, and by load)")
         image = np.asarray(image, float)
         if self.field_draws is None:
-            blurred = scipy.signal.convolve(image, self.kernel_mean, self.mode)
+            blurred = fft_convolve(image, self.kernel_mean, self.mode)
             if self.oversample is None:
                 return blurred
             from bayeskernel.binning import bin_image
@@ -293,7 +293,7 @@ class KernelPosterior:
 
         means = np.mean(self.field_draws, axis=(0, 1), dtype=np.float64)
         order = max(_degree(t) for t in self.field_terms)
-        blurred = np.stack([scipy.signal.convolve(image, mean, self.mode) for mean in means])
+        blurred = np.stack([fft_convolve(image, mean, self.mode) for mean in means])
         return np.sum(field_basis(blurred.shape[1:], order) * blurred, axis=0)
 
     def predict(self, pair: int = 0) -> np.ndarray:

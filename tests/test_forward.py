@@ -114,3 +114,13 @@ def test_convolve_keeps_float64_and_refuses_complex(mode):
         convolve(image + 1j, kernel, mode)
     with pytest.raises(TypeError, match="kernel must be real-valued"):
         convolve(image, kernel.astype(complex), mode)
+
+
+@pytest.mark.parametrize("mode", ["same", "full", "valid"])
+@pytest.mark.parametrize("image_shape,kernel_shape", [((13, 11), (5, 4)), ((6, 7), (9, 9))])
+def test_the_numpy_fft_convolution_is_scipys(mode, image_shape, kernel_shape):
+    from bayeskernel.shapes import fft_convolve
+
+    rng = np.random.default_rng(3)
+    A, K = rng.normal(size=image_shape), rng.normal(size=kernel_shape)
+    np.testing.assert_allclose(fft_convolve(A, K, mode), convolve2d(A, K, mode), atol=1e-12)
