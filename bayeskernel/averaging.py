@@ -60,7 +60,19 @@ _ERROR_DRAWS = 64
 
 
 def mixture_label(weights: dict[str, float]) -> str:
-    """Name of a mixture posterior, e.g. ``'average(radial1 0.616, radial 0.384)'``."""
+    """Name of a mixture posterior, e.g. ``'average(radial1 0.616, radial 0.384)'``.
+
+    Parameters
+    ----------
+    weights : dict of str to float
+        Each prior's name and its weight in the average.
+
+    Returns
+    -------
+    str
+        The priors by falling weight (ties in the dict's order), each weight to
+        three significant digits.
+    """
     parts = sorted(weights.items(), key=lambda item: -item[1])
     return "average(" + ", ".join(f"{name} {weight:.3g}" for name, weight in parts) + ")"
 

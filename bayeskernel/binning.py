@@ -39,7 +39,24 @@ MAX_OVERSAMPLE = 8
 
 
 def check_oversample(oversample) -> tuple[int, int] | None:
-    """``None`` (no oversampling), an integer ``s >= 1`` or a pair of them, as ``(s_y, s_x)``."""
+    """``None`` (no oversampling), an integer ``s >= 1`` or a pair of them, as ``(s_y, s_x)``.
+
+    Parameters
+    ----------
+    oversample : int, (int, int) or None
+        ``fit``'s ``oversample``: one factor for both axes, or rows and columns.
+
+    Returns
+    -------
+    (int, int) or None
+        ``(s_y, s_x)``; None for None and for ``(1, 1)`` (no oversampling).
+
+    Raises
+    ------
+    ValueError
+        For anything but integers ``1 .. MAX_OVERSAMPLE`` (bools refused), one
+        or two of them.
+    """
     if oversample is None:
         return None
     values = oversample if isinstance(oversample, (tuple, list)) else (oversample, oversample)
@@ -57,14 +74,37 @@ def check_oversample(oversample) -> tuple[int, int] | None:
 
 
 def binned_shape(fine_shape: tuple[int, int], factor: tuple[int, int]) -> tuple[int, int]:
-    """Sensor pixels of a fine grid: whole blocks only."""
+    """Sensor pixels of a fine grid: whole blocks only.
+
+    Parameters
+    ----------
+    fine_shape : (int, int)
+        Shape on the fine grid.
+    factor : (int, int)
+        Fine pixels per sensor pixel, ``(s_y, s_x)``.
+
+    Returns
+    -------
+    (int, int)
+        ``(H_f // s_y, W_f // s_x)``.
+    """
     return tuple(int(n) // int(s) for n, s in zip(fine_shape, factor))
 
 
 def bin_image(fine, factor: tuple[int, int]):
     """Sum ``(..., H_f, W_f)`` into ``s_y x s_x`` blocks from the first row and column.
 
-    Returns ``(..., H_f // s_y, W_f // s_x)``; NumPy in, NumPy out, JAX in, JAX out.
+    Parameters
+    ----------
+    fine : (..., H_f, W_f) ndarray or jax.Array
+        Images on the fine grid; a last partial block is left out.
+    factor : (int, int)
+        ``(s_y, s_x)``.
+
+    Returns
+    -------
+    (..., H_f // s_y, W_f // s_x) ndarray or jax.Array
+        NumPy in, NumPy out, JAX in, JAX out.
     """
     xp = jnp if isinstance(fine, jax.Array) else np
     height, width = binned_shape(fine.shape[-2:], factor)
@@ -127,7 +167,19 @@ class BinnedOperator:
         return bin_image(self.base(kernel), self.factor)
 
     def adjoint(self, residual: jax.Array) -> jax.Array:
-        """``(..., H, W)`` to ``(..., kh, kw)``: each sensor value spread over its block."""
+        """``(..., H, W)`` to ``(..., kh, kw)``: each sensor value spread over its block.
+
+        Parameters
+        ----------
+        residual : (..., H, W) jax.Array
+            An array of :attr:`output_shape` (sensor pixels); leading batch axes
+            allowed.
+
+        Returns
+        -------
+        (..., kh, kw) jax.Array
+            On the fine grid of the kernel.
+        """
         sy, sx = self.factor
         spread = jnp.repeat(jnp.repeat(residual, sy, axis=-2), sx, axis=-1)
         fine_h, fine_w = self.fine_shape
@@ -141,10 +193,29 @@ def make_binned_operator(
 ) -> BinnedOperator:
     """The binned blur of a fine-grid image (``kwargs`` as :func:`make_operator` takes them).
 
+    Parameters
+    ----------
+    fine_image : (M, N) array_like
+        The known input ``A`` on the fine grid.
+    kernel_shape : (int, int)
+        Shape of the kernel on the fine grid.
+    mode : {'same', 'full', 'valid'}
+        Cropping of the fine convolution, as :func:`scipy.signal.convolve2d`.
+    factor : (int, int)
+        Fine pixels per sensor pixel, ``(s_y, s_x)`` (:func:`check_oversample`).
+    **kwargs
+        ``route`` and ``dtype`` of :func:`~bayeskernel.forward.make_operator`.
+
+    Returns
+    -------
+    BinnedOperator
+        Its ``output_shape`` is :func:`binned_shape` of the fine output's shape.
+
     Raises
     ------
     ValueError
-        A fine output smaller than one sensor pixel.
+        A fine output smaller than one sensor pixel, or shapes that ``mode``
+        cannot take.
     """
     fine = output_shape(np.shape(fine_image), kernel_shape, mode)
     if min(binned_shape(fine, factor)) < 1:

@@ -108,7 +108,13 @@ PRIORS: dict[str, NamedPrior] = {
 
 
 def prior_names() -> list[str]:
-    """Every name ``resolve_prior`` takes (a family's ``+residual`` as a pattern)."""
+    """Every name ``resolve_prior`` takes (a family's ``+residual`` as a pattern).
+
+    Returns
+    -------
+    list of str
+        The names of :data:`PRIORS`, in its order, then ``'<family>+residual'``.
+    """
     return [*PRIORS, f"<family>{RESIDUAL_SUFFIX}"]
 
 

@@ -163,6 +163,11 @@ def persistent_compilation_cache(path: str | os.PathLike) -> Iterator[None]:
         Cache folder. The cache is trusted code: keep it in a folder only you
         can write.
 
+    Yields
+    ------
+    None
+        The ``with`` block runs with the cache on.
+
     Examples
     --------
     >>> with persistent_compilation_cache("jax_cache"):  # doctest: +SKIP

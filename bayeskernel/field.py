@@ -48,7 +48,24 @@ MAX_SPATIAL_ORDER = 3
 
 
 def check_spatial_order(order) -> int | str:
-    """``'auto'`` or a polynomial order ``0 .. MAX_SPATIAL_ORDER``."""
+    """``'auto'`` or a polynomial order ``0 .. MAX_SPATIAL_ORDER``.
+
+    Parameters
+    ----------
+    order : int or 'auto'
+        ``fit``'s ``spatial_order``.
+
+    Returns
+    -------
+    int or 'auto'
+        The order as a Python int, or ``'auto'`` as given.
+
+    Raises
+    ------
+    ValueError
+        For another string, a bool, a non-integer, or an order outside
+        ``0 .. MAX_SPATIAL_ORDER``.
+    """
     if isinstance(order, str) and order == "auto":
         return order
     if (
@@ -64,21 +81,51 @@ def check_spatial_order(order) -> int | str:
 
 
 def num_field_terms(order: int) -> int:
-    """Number of components ``P = (order + 1) (order + 2) / 2``."""
+    """Number of components ``P = (order + 1) (order + 2) / 2``.
+
+    Parameters
+    ----------
+    order : int
+        Polynomial order of the field (``>= 0``).
+
+    Returns
+    -------
+    int
+    """
     return (order + 1) * (order + 2) // 2
 
 
 def field_terms(order: int) -> tuple[str, ...]:
-    """The components' monomials: ``('1', 'y', 'x', 'y^2', 'y x', 'x^2')`` for order 2."""
+    """The components' monomials: ``('1', 'y', 'x', 'y^2', 'y x', 'x^2')`` for order 2.
+
+    Parameters
+    ----------
+    order : int
+        Polynomial order of the field (``>= 0``).
+
+    Returns
+    -------
+    tuple of str
+        :func:`num_field_terms` names, in the order of the components.
+    """
     return background_terms(order)
 
 
 def field_basis(shape: tuple[int, int], order: int) -> np.ndarray:
     """The monomials on ``B``'s grid.
 
+    Parameters
+    ----------
+    shape : (int, int)
+        ``B``'s shape ``(H, W)``.
+    order : int
+        Polynomial order of the field (``>= 0``).
+
     Returns
     -------
     (P, H, W) ndarray
+        Monomial ``p`` (of :func:`field_terms`) of the pixel position
+        normalised to ``[-1, 1]`` per axis.
     """
     design = background_design(tuple(shape), order)
     return np.ascontiguousarray(design.T.reshape((-1,) + tuple(shape)))
@@ -194,11 +241,35 @@ class FieldOperator:
         return jnp.sum(self.basis * self.base(components), axis=-3)
 
     def adjoint(self, residual: jax.Array) -> jax.Array:
-        """``(..., H, W)`` to ``(..., P, kh, kw)``: ``H^T (phi_p r)`` for each ``p``."""
+        """``(..., H, W)`` to ``(..., P, kh, kw)``: ``H^T (phi_p r)`` for each ``p``.
+
+        Parameters
+        ----------
+        residual : (..., H, W) jax.Array
+            An array of :attr:`output_shape`; leading batch axes allowed.
+
+        Returns
+        -------
+        (..., P, kh, kw) jax.Array
+        """
         return self.base.adjoint(residual[..., None, :, :] * self.basis)
 
 
 def make_field_operator(operator: ConvolutionOperator, order: int) -> FieldOperator:
-    """The field operator of ``order`` around a one-kernel blur."""
+    """The field operator of ``order`` around a one-kernel blur.
+
+    Parameters
+    ----------
+    operator : ConvolutionOperator
+        The blur of one kernel (:func:`~bayeskernel.forward.make_operator`).
+    order : int
+        Polynomial order of the field (``>= 0``).
+
+    Returns
+    -------
+    FieldOperator
+        Its ``basis`` is :func:`field_basis` on ``operator.output_shape``, of
+        shape ``(P, H, W)`` in the image's dtype.
+    """
     basis = field_basis(operator.output_shape, order)
     return FieldOperator(operator, jnp.asarray(basis, operator.image.dtype))

@@ -64,7 +64,18 @@ class FitsImage:
 
 
 def is_fits(path: str | os.PathLike) -> bool:
-    """Whether the file name ends like a FITS file (compressed or not)."""
+    """Whether the file name ends like a FITS file (compressed or not).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Only the name is read (any case): ``.fits``, ``.fit``, ``.fts``, each
+        also with ``.gz``.
+
+    Returns
+    -------
+    bool
+    """
     return str(path).lower().endswith(FITS_SUFFIXES)
 
 

@@ -8,12 +8,40 @@ __all__ = ["central_window", "coverage", "kernel_moments", "relative_error"]
 
 
 def central_window(kernel_shape: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
-    """Slices of the ``size`` window centred in a kernel of ``kernel_shape``."""
+    """Slices of the ``size`` window centred in a kernel of ``kernel_shape``.
+
+    Parameters
+    ----------
+    kernel_shape : (int, int)
+        Shape of the kernel.
+    size : (int, int)
+        Shape of the window, at most ``kernel_shape``; when ``kernel_shape - size``
+        is odd the window sits one pixel nearer the start.
+
+    Returns
+    -------
+    (slice, slice)
+        Row and column slices: ``kernel[central_window(kernel.shape, size)]`` has
+        shape ``size``.
+    """
     return tuple(slice((k - s) // 2, (k - s) // 2 + s) for k, s in zip(kernel_shape, size))
 
 
 def relative_error(estimate: np.ndarray, truth: np.ndarray, region=None) -> float:
-    """``||estimate - truth|| / ||truth||`` (Frobenius), optionally on a region."""
+    """``||estimate - truth|| / ||truth||`` (Frobenius), optionally on a region.
+
+    Parameters
+    ----------
+    estimate, truth : (..., P, Q) array_like
+        Arrays of one shape (``truth`` not all zero).
+    region : index, optional
+        Applied to both before the norms, e.g. :func:`central_window`'s slices
+        or a boolean mask. Default None: all entries.
+
+    Returns
+    -------
+    float
+    """
     estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
     if region is not None:
         estimate, truth = estimate[region], truth[region]
@@ -21,7 +49,23 @@ def relative_error(estimate: np.ndarray, truth: np.ndarray, region=None) -> floa
 
 
 def coverage(lower: np.ndarray, upper: np.ndarray, truth: np.ndarray, region=None) -> float:
-    """Fraction of true entries inside their intervals."""
+    """Fraction of true entries inside their intervals.
+
+    Parameters
+    ----------
+    lower, upper : (..., P, Q) array_like
+        Interval bounds of each entry (inclusive).
+    truth : (..., P, Q) array_like
+        The true values; broadcast against the bounds.
+    region : index, optional
+        Applied to the inside-or-not array before the mean, e.g.
+        :func:`central_window`'s slices or a boolean mask. Default None: all entries.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``.
+    """
     inside = (np.asarray(lower) <= truth) & (truth <= np.asarray(upper))
     if region is not None:
         inside = inside[region]

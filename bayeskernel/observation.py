@@ -103,6 +103,13 @@ def noise_weights(variance, weights, shapes) -> list[np.ndarray] | None:
     shapes : list of (int, int)
         ``B``'s shape per pair.
 
+    Returns
+    -------
+    list of (H, W) ndarray, or None
+        One float64 map per pair, of its ``B``'s shape: ``1 / variance`` (0
+        where the variance is NaN or inf), or ``weights`` as given. None when
+        neither is given.
+
     Raises
     ------
     ValueError
@@ -143,7 +150,23 @@ def noise_weights(variance, weights, shapes) -> list[np.ndarray] | None:
 
 
 def check_background(background) -> int | None:
-    """``None`` or a polynomial degree ``0 .. MAX_BACKGROUND_DEGREE``."""
+    """``None`` or a polynomial degree ``0 .. MAX_BACKGROUND_DEGREE``.
+
+    Parameters
+    ----------
+    background : int or None
+        ``fit``'s ``background``.
+
+    Returns
+    -------
+    int or None
+        The degree as a Python int; None for no background.
+
+    Raises
+    ------
+    ValueError
+        For a bool, a non-integer, or a degree outside ``0 .. MAX_BACKGROUND_DEGREE``.
+    """
     if background is None:
         return None
     if (
@@ -159,7 +182,19 @@ def check_background(background) -> int | None:
 
 
 def background_terms(degree: int) -> tuple[str, ...]:
-    """Names of the monomials of degree ``<= degree``: ``'1', 'y', 'x', 'y^2', 'y x', ...``."""
+    """Names of the monomials of degree ``<= degree``: ``'1', 'y', 'x', 'y^2', 'y x', ...``.
+
+    Parameters
+    ----------
+    degree : int
+        Largest total degree (``>= 0``).
+
+    Returns
+    -------
+    tuple of str
+        ``(degree + 1) (degree + 2) / 2`` names, by total degree, then by
+        falling power of ``y``: the order of :func:`background_design`'s columns.
+    """
 
     def power(name: str, exponent: int) -> str:
         return "" if exponent == 0 else name if exponent == 1 else f"{name}^{exponent}"
@@ -179,6 +214,13 @@ def _axis(size: int) -> np.ndarray:
 
 def background_design(shape: tuple[int, int], degree: int) -> np.ndarray:
     """The background block's columns on ``B``'s grid.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``B``'s shape ``(H, W)``.
+    degree : int
+        Largest total degree of the monomials (``>= 0``).
 
     Returns
     -------
@@ -259,6 +301,13 @@ def observe(observed, mask, weights, degree: int | None) -> PairObservation:
     degree : int or None
         Background degree; None for no background.
 
+    Returns
+    -------
+    PairObservation
+        ``indices`` and ``scales`` (None without weights) of shape ``(n,)``
+        for the ``n`` observed pixels; with a background, ``basis`` ``(n, k)`` and ``triangle``
+        ``(k, k)``.
+
     Raises
     ------
     ValueError
@@ -311,7 +360,23 @@ class PairTerms(NamedTuple):
 
 
 def model_terms(obs: PairObservation, weights, degree: int | None) -> PairTerms:
-    """The :class:`PairTerms` of one pair (weights on ``B``'s grid, or None)."""
+    """The :class:`PairTerms` of one pair (weights on ``B``'s grid, or None).
+
+    Parameters
+    ----------
+    obs : PairObservation
+        The pair's observation (its shape and background prior sd are read).
+    weights : (H, W) array_like or None
+        Relative inverse noise variances on ``B``'s grid; None: all 1.
+    degree : int or None
+        Background degree; None for no background.
+
+    Returns
+    -------
+    PairTerms
+        ``design`` ``(H, W, k)`` (None without a background), ``noise_sd``
+        ``(H, W)`` (None without weights; 1 where a weight is 0).
+    """
     design = None
     if degree is not None:
         design = jnp.asarray(background_design(obs.shape, degree).reshape(*obs.shape, -1))
@@ -325,7 +390,23 @@ def model_terms(obs: PairObservation, weights, degree: int | None) -> PairTerms:
 
 
 def background_samples(samples: dict, num_pairs: int) -> np.ndarray | None:
-    """The background sites of a NumPyro run as ``(C, D, k)`` or ``(C, D, pairs, k)``."""
+    """The background sites of a NumPyro run as ``(C, D, k)`` or ``(C, D, pairs, k)``.
+
+    Parameters
+    ----------
+    samples : dict
+        The run's samples by site, grouped by chain: ``'background'`` of shape
+        ``(C, D, k)`` for one pair, ``'background_0'``, ``'background_1'``, ...
+        for several.
+    num_pairs : int
+        Number of image pairs.
+
+    Returns
+    -------
+    (C, D, k) or (C, D, pairs, k) ndarray, or None
+        ``(C, D, k)`` for one pair, ``(C, D, pairs, k)`` for several; None
+        when the run has no background sites.
+    """
     if num_pairs == 1:
         return samples.get("background")
     if "background_0" not in samples:
@@ -362,6 +443,16 @@ def log_likelihood_offset(observations) -> float:
     ``sum log sqrt(w)``. Integrating ``beta ~ N(0, tau^2 I)`` out in the broad
     limit gives ``-log|det R| - (k / 2) log(2 pi tau^2)`` beside the projected
     likelihood. Constant in the hyperparameters and the kernel prior.
+
+    Parameters
+    ----------
+    observations : sequence of PairObservation
+        One per image pair.
+
+    Returns
+    -------
+    float
+        The sum over pairs (0 without weights or a background).
     """
     total = 0.0
     for obs in observations:

@@ -607,6 +607,22 @@ def plot_prior_weights(posterior: KernelPosterior) -> Figure:
     Bars: ``log p(B | prior)`` relative to the best candidate (log Bayes factors,
     in nats; a difference of 3 is odds of 20 to 1), each labelled with its
     weight in the model average and how many of the draws came from it.
+
+    Parameters
+    ----------
+    posterior : KernelPosterior
+        A fit over several priors (``prior='auto'`` or a list), with
+        ``diagnostics['prior_evidence']``.
+
+    Returns
+    -------
+    Figure
+        Two panels side by side, one bar per candidate, the best on top.
+
+    Raises
+    ------
+    ValueError
+        When the fit has no ``prior_evidence`` (a single prior).
     """
     evidence = posterior.diagnostics.get("prior_evidence")
     if not evidence:

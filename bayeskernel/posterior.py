@@ -165,7 +165,22 @@ class KernelPosterior:
         return float(np.mean(self.noise_sigma_draws))
 
     def noise_sigma_interval(self, prob: float = 0.95) -> tuple:
-        """Equal-tailed credible interval of the noise sd (arrays when per pair)."""
+        """Equal-tailed credible interval of the noise sd (arrays when per pair).
+
+        Parameters
+        ----------
+        prob : float
+            Probability mass inside the interval, in (0, 1).
+
+        Returns
+        -------
+        lower, upper : float, or (pairs,) ndarray when per pair
+
+        Raises
+        ------
+        ValueError
+            For ``prob`` outside (0, 1).
+        """
         _check_prob(prob)
         if self.noise_per_pair:
             flat = self.noise_sigma_draws.reshape(-1, self.noise_sigma_draws.shape[-1])
@@ -182,7 +197,24 @@ class KernelPosterior:
         return np.mean(self.background_draws, axis=(0, 1))
 
     def background_interval(self, prob: float = 0.95) -> tuple | None:
-        """Equal-tailed credible intervals of the background coefficients."""
+        """Equal-tailed credible intervals of the background coefficients.
+
+        Parameters
+        ----------
+        prob : float
+            Probability mass inside the interval, in (0, 1).
+
+        Returns
+        -------
+        (lower, upper) or None
+            Each ``(k,)``, or ``(pairs, k)`` with several pairs, in the order
+            of ``background_terms``; None without a background.
+
+        Raises
+        ------
+        ValueError
+            For ``prob`` outside (0, 1).
+        """
         _check_prob(prob)
         if self.background_draws is None:
             return None
@@ -191,7 +223,23 @@ class KernelPosterior:
         return lower, upper
 
     def background_image(self, pair: int = 0) -> np.ndarray | None:
-        """Posterior mean background on ``B``'s grid of image pair ``pair``."""
+        """Posterior mean background on ``B``'s grid of image pair ``pair``.
+
+        Parameters
+        ----------
+        pair : int
+            Index of the image pair (0 for a single pair).
+
+        Returns
+        -------
+        (H, W) ndarray or None
+            None without a background.
+
+        Raises
+        ------
+        ValueError
+            When the data ``B`` were not kept.
+        """
         from bayeskernel.observation import background_image
 
         if self.background_draws is None:
@@ -239,6 +287,13 @@ class KernelPosterior:
 
         Positions are the centres of equal cells, ``(i + 0.5) (H - 1) / grid``.
 
+        Parameters
+        ----------
+        grid : int
+            Positions per axis (``>= 1``).
+        prob : float
+            Probability mass inside the intervals, in (0, 1).
+
         Returns
         -------
         dict
@@ -249,7 +304,8 @@ class KernelPosterior:
         Raises
         ------
         ValueError
-            Without a field (``spatial_order=0``).
+            Without a field (``spatial_order=0``), for a ``grid`` that is not
+            a positive integer, or for ``prob`` outside (0, 1).
         """
         if self.field_draws is None:
             raise ValueError("field_grid needs a field: fit with spatial_order=1, 2 or 'auto'")
@@ -275,6 +331,21 @@ class KernelPosterior:
         """The blurred mean: ``convolve2d(A, kernel_mean, mode)`` on ``B``'s grid.
 
         With a field (``spatial_order``), ``sum_f phi_f (A * mean K_f)``.
+
+        Parameters
+        ----------
+        pair : int
+            Index of the image pair (0 for a single pair).
+
+        Returns
+        -------
+        (H, W) ndarray
+            With ``oversample``, binned onto ``B``'s pixels.
+
+        Raises
+        ------
+        ValueError
+            When the data ``A`` were not kept.
         """
         from bayeskernel.shapes import fft_convolve
 
@@ -302,6 +373,11 @@ class KernelPosterior:
         For a variance map from the fit rather than from the noisy data
         (``bk.ccd_variance(posterior.predict(), gain, read_noise)``), or residuals.
 
+        Parameters
+        ----------
+        pair : int
+            Index of the image pair (0 for a single pair).
+
         Returns
         -------
         (H, W) ndarray
@@ -313,14 +389,32 @@ class KernelPosterior:
         return blurred
 
     def pair_noise_sigma_draws(self, index: int = 0) -> np.ndarray:
-        """``(chains, draws)`` noise sd draws of image pair ``index`` (shared or its own)."""
+        """``(chains, draws)`` noise sd draws of image pair ``index`` (shared or its own).
+
+        Parameters
+        ----------
+        index : int
+            Index of the image pair; read only when each pair has its own noise sd.
+
+        Returns
+        -------
+        (chains, draws) ndarray
+        """
         if self.noise_per_pair:
             return self.noise_sigma_draws[..., index]
         return self.noise_sigma_draws
 
     # --- diagnostics ----------------------------------------------------------
     def convergence(self) -> dict[str, dict[str, float]]:
-        """r_hat and bulk ESS of the noise sd and the kernel scale."""
+        """r_hat and bulk ESS of the noise sd and the kernel scale.
+
+        Returns
+        -------
+        dict of str to dict
+            ``{'noise_sigma': {'r_hat': ..., 'ess': ...}, 'kernel_scale': {...}}``
+            (``'noise_sigma[i]'`` per pair with ``noise_per_pair``); NaN where
+            there are fewer than 8 draws or the draws are constant.
+        """
         noise = (
             {
                 f"noise_sigma[{i}]": self.noise_sigma_draws[..., i]
@@ -335,7 +429,27 @@ class KernelPosterior:
         }
 
     def summary(self, prob: float = 0.95) -> dict[str, Any]:
-        """Plain-data summary (JSON-serialisable)."""
+        """Plain-data summary (JSON-serialisable).
+
+        Parameters
+        ----------
+        prob : float
+            Probability mass inside the intervals, in (0, 1).
+
+        Returns
+        -------
+        dict
+            The route, prior and shapes; the noise sd's mean and interval; the
+            kernel scale's mean; the kernel sum's mean and sd; the mean interval
+            width; the background's coefficients if any; divergences,
+            :meth:`convergence`, the plain-data diagnostics, the prior weights
+            and the warnings of :func:`bayeskernel.diagnostics.diagnose`.
+
+        Raises
+        ------
+        ValueError
+            For ``prob`` outside (0, 1).
+        """
         lower, upper = self.interval(prob)
         noise_lo, noise_hi = self.noise_sigma_interval(prob)
         divergences = int(np.sum(self.sample_stats.get("diverging", 0)))
@@ -436,6 +550,18 @@ class KernelPosterior:
         """Write every figure to a folder of PNGs, or to one PDF if ``path`` ends in .pdf.
 
         See :func:`bayeskernel.plots.plot_report` for the keyword arguments.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A folder (created if needed), or a file ending in ``.pdf``.
+        **kwargs
+            ``true_kernel``, ``prob``, ``entries``, ``dpi``.
+
+        Returns
+        -------
+        list of Path
+            The files written (one for a PDF).
         """
         from bayeskernel.plots import plot_report
 
@@ -443,7 +569,17 @@ class KernelPosterior:
 
     # --- export -----------------------------------------------------------------
     def to_inference_data(self):
-        """ArviZ ``InferenceData`` with dims ``kernel_row`` and ``kernel_col``."""
+        """ArviZ ``InferenceData`` with dims ``kernel_row`` and ``kernel_col``.
+
+        Returns
+        -------
+        arviz.InferenceData
+            ``posterior``: ``kernel`` ``(chain, draw, kernel_row, kernel_col)``,
+            ``noise_sigma``, ``kernel_scale``, the named parameters, and
+            ``background`` and ``kernel_field`` when fitted; ``sample_stats``;
+            ``observed_data`` ``B`` and ``constant_data`` ``A`` (``B_0``,
+            ``A_0``, ... for several pairs) and the noise weights when kept.
+        """
         import arviz as az
 
         posterior = {

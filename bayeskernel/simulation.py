@@ -123,6 +123,20 @@ def make_kernel(family: str, shape: tuple[int, int], **params) -> np.ndarray:
     shape : (int, int)
     **params
         Family parameters (``width``, ``radius``, ``length``, ``angle``).
+
+    Returns
+    -------
+    (P, Q) ndarray
+        The kernel, float64, of ``shape``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``family``, a ``width``, ``width_col``, ``radius`` or
+        ``length`` that is not a positive finite number, a non-finite ``angle``,
+        or parameters that leave no nonzero entry in ``shape``.
+    TypeError
+        When ``shape`` is not a sequence.
     """
     if family not in KERNELS:
         raise ValueError(f"family must be one of {sorted(KERNELS)}, got {family!r}")
@@ -181,6 +195,22 @@ def simulate(
     mode : {'same', 'full', 'valid'}
     seed : int or numpy Generator
         Same seed, same case.
+    **kernel_params
+        Passed to :func:`make_kernel` with a family name.
+
+    Returns
+    -------
+    SimulatedCase
+        ``A`` of ``image_shape`` (zeros and ones), ``B`` of
+        ``output_shape(image_shape, kernel.shape, mode)``, the ``(P, Q)`` kernel.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``mode``, ``density`` outside ``(0, 1]``, a negative or
+        non-finite ``noise_sigma``, a family name without ``kernel_shape``, a
+        kernel that is not a non-empty finite 2D array, or shapes that
+        ``mode='valid'`` cannot take.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -208,7 +238,21 @@ def simulate(
 
 def motivating_case(size: int = 100, *, seed: int = 0) -> SimulatedCase:
     """The question's case: ``size`` x ``size`` image, 20% ones, ``(2 size - 1)^2``
-    kernel ``1/r`` (centre 0), noise sd 1, ``oaconvolve(..., mode='same')``."""
+    kernel ``1/r`` (centre 0), noise sd 1, ``oaconvolve(..., mode='same')``.
+
+    Parameters
+    ----------
+    size : int
+        Side of the image ``A``; the kernel is ``(2 size - 1, 2 size - 1)``.
+    seed : int
+        Same seed, same case.
+
+    Returns
+    -------
+    SimulatedCase
+        ``A`` and ``B`` of shape ``(size, size)``, ``kernel`` of shape
+        ``(2 size - 1, 2 size - 1)``.
+    """
     shape = (2 * size - 1, 2 * size - 1)
     return simulate(
         (size, size), "inverse_distance", shape, density=0.2, noise_sigma=1.0, seed=seed

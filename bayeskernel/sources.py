@@ -93,14 +93,21 @@ def render_points(
 def read_points(path) -> np.ndarray:
     """A CSV table of point sources: columns ``row``, ``col``, ``flux`` (a header line).
 
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (UTF-8). Column names are matched without case or
+        surrounding spaces; other columns are ignored.
+
     Returns
     -------
     (n, 3) ndarray
+        ``row``, ``col``, ``flux`` of each source, float64, in the file's order.
 
     Raises
     ------
     ValueError
-        Missing columns or non-numeric values, naming the file.
+        Missing columns, non-numeric values or no rows, naming the file.
     """
     import csv
 

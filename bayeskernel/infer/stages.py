@@ -193,7 +193,29 @@ class HyperPosterior:
 
 
 def choose_solver(solver: str, num_latent: int, num_observed: int) -> str:
-    """Resolve ``solver='auto'`` from the problem size."""
+    """Resolve ``solver='auto'`` from the problem size.
+
+    Parameters
+    ----------
+    solver : {'auto', 'dense', 'krylov'}
+        As asked for.
+    num_latent, num_observed : int
+        Unknowns of the whitened operator and observed pixels; the smaller
+        sets the size of the dense eigendecomposition.
+
+    Returns
+    -------
+    {'dense', 'krylov'}
+        ``'auto'``: ``'dense'`` up to ``DENSE_AUTO_LIMIT`` unknowns in the
+        smaller space, ``'krylov'`` beyond; otherwise ``solver`` itself.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``solver``.
+    MemoryError
+        For ``solver='dense'`` beyond the dense solver's limit.
+    """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     size = min(num_latent, num_observed)
@@ -214,6 +236,19 @@ def stage_keys(rng_key: jax.Array, samples_hyperparameters: bool):
     same draws whether the stages run through ``fit``, the model average or
     the batched tiles. ``samples_hyperparameters=False`` (fixed or optimised
     values) spends no key on them (the returned hyperparameter key is unused).
+
+    Parameters
+    ----------
+    rng_key : jax PRNGKey
+        The fit's key.
+    samples_hyperparameters : bool
+        Whether stage 2 draws the hyperparameters (grid or NUTS).
+
+    Returns
+    -------
+    probe_key, hyper_key, draw_key : jax PRNGKey
+        For :func:`prepare`, :func:`hyperparameter_posterior` and
+        :func:`draw_kernels`.
     """
     rng_key, probe_key = jax.random.split(rng_key)
     if not samples_hyperparameters:
@@ -262,6 +297,19 @@ def prepare(
         between calls on the same data (the model average's candidates).
     kernel_sum : float, optional
         Condition on ``sum(K) = kernel_sum`` exactly (dense solver only).
+
+    Returns
+    -------
+    Prepared
+        ``observed`` of shape ``(n,)``, the ``n`` observed pixels of all pairs.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``solver``, or ``kernel_sum`` with a problem the dense
+        solver does not take.
+    MemoryError
+        ``solver='dense'`` beyond the dense solver's limit.
     """
     start = time.perf_counter()
     whitened = whitened_operator(operator, prior, mask, observations)
@@ -354,7 +402,22 @@ def _weighted_or_projected(observations):
 
 
 def complete(prepared: Prepared, progress=None) -> Prepared:
-    """A screening preparation completed to the full one (a no-op otherwise)."""
+    """A screening preparation completed to the full one (a no-op otherwise).
+
+    Parameters
+    ----------
+    prepared : Prepared
+        From :func:`prepare`, with ``screening=True`` or not.
+    progress : callable, optional
+        Called with a count of finished Lanczos runs.
+
+    Returns
+    -------
+    Prepared
+        ``prepared`` itself when it is not a screening one; else equal to a
+        full :func:`prepare` of the same data and probe key, with the
+        screening's probes kept.
+    """
     if not prepared.screening:
         return prepared
     start = time.perf_counter()
@@ -390,6 +453,26 @@ def hyperparameter_posterior(
     hyperparameters fixed: those values. Otherwise the collapsed model
     :func:`bayeskernel.model.collapsed_model` tabulated on a grid
     (``hyper_sampler`` ``'auto'`` or ``'grid'``), or left to NUTS.
+
+    Parameters
+    ----------
+    prepared : Prepared
+        Stage 1's result.
+    scales : HyperScales
+        Scales of the hyperpriors (:func:`bayeskernel.model.default_hyper_scales`).
+    hyper_key : jax PRNGKey
+        Seeds the grid's search and the draws (:func:`stage_keys`).
+    noise_sigma, kernel_scale : float, optional
+        Hold that hyperparameter fixed at this value.
+    optimise : bool
+        Type-II maximum likelihood of the free hyperparameters.
+    hyper_sampler : {'auto', 'grid', 'nuts'}
+        ``'auto'``: the grid, NUTS where the grid cannot serve.
+
+    Returns
+    -------
+    HyperPosterior
+        Its ``log_evidence`` includes ``prepared.log_offset`` (grid only).
 
     Raises
     ------
@@ -442,6 +525,22 @@ def draw_hyperparameters(
     progress_bar: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """Draws of ``(sigma, s)``, each ``(chains, draws)``; fixed values repeated.
+
+    Parameters
+    ----------
+    hyper : HyperPosterior
+        Stage 2's result.
+    num_chains, num_samples : int
+        ``C`` and ``D``.
+    draw_key : jax PRNGKey, optional
+        Default ``hyper.draw_key``.
+    num_warmup : int
+        NUTS only: warm-up steps per chain.
+    thinning : int
+        NUTS only: keep every ``thinning``-th draw (on top of
+        ``HYPER_THINNING``).
+    progress_bar : bool
+        NUTS only: show NumPyro's progress bar.
 
     Returns
     -------
@@ -538,7 +637,27 @@ def draw_kernels(
 def exact_diagnostics(
     prepared: Prepared, noise_sigma: np.ndarray, kernel_scale: np.ndarray, stats: dict
 ) -> dict:
-    """Solver facts of a fit: space, rank or Krylov errors, effective parameters."""
+    """Solver facts of a fit: space, rank or Krylov errors, effective parameters.
+
+    Parameters
+    ----------
+    prepared : Prepared
+        Stage 1's result (completed).
+    noise_sigma, kernel_scale : (C, D) ndarray
+        The hyperparameter draws; their median ratio sets the effective number
+        of parameters.
+    stats : dict
+        :func:`draw_kernels`' per-draw solver statistics.
+
+    Returns
+    -------
+    dict
+        ``solver``, ``space``, ``num_latent``, ``effective_parameters``; dense:
+        ``gram_build``, ``rank``, ``dense_size``; Krylov: ``lanczos_steps``,
+        ``slq_probes``, ``slq_steps``, ``deflation_rank``, the
+        log-determinant's error estimates and ``log_evidence_stderr``, and
+        the conjugate gradients' statistics.
+    """
     summary = prepared.summary
     diagnostics = {"solver": prepared.solver, "space": summary.space}
     if prepared.solver == "dense":
@@ -620,6 +739,18 @@ def draw_layout(total: int, solver: str = "dense") -> tuple[int, int]:
     Equal batches (the last padded by repeating a pair): one compiled shape per
     fit, and at most ``num_batches - 1`` wasted draws. ``fit_tiles``' batched
     route uses the same layout, so its random keys match a separate fit's.
+
+    Parameters
+    ----------
+    total : int
+        Number of draws (``>= 1``).
+    solver : {'dense', 'krylov'}
+        Sets the largest batch, ``DRAW_BATCH[solver]``.
+
+    Returns
+    -------
+    num_batches, batch : int
+        ``num_batches * batch >= total``, with less than one batch to spare.
     """
     num_batches = -(-total // DRAW_BATCH[solver])
     return num_batches, -(-total // num_batches)

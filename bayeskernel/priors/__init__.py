@@ -51,10 +51,25 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
     ``'moffat'``, ``'airy'``, ``'power_law'``, and each family with a smooth
     nonparametric residual, e.g. ``'gaussian+residual'``.
 
+    Parameters
+    ----------
+    prior : str or KernelPrior
+        A name of :func:`prior_names` (``'<family>+residual'`` for each family of
+        :data:`FAMILIES`), or an instance, returned as it is.
+    kernel_shape : (int, int)
+        Shape of the kernel the prior is for.
+
+    Returns
+    -------
+    KernelPrior
+        Its ``kernel_shape`` is ``kernel_shape``.
+
     Raises
     ------
     ValueError
         If the name is unknown or an instance's ``kernel_shape`` differs.
+    TypeError
+        If ``prior`` is neither a name nor a :class:`KernelPrior`.
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
     if isinstance(prior, str):

@@ -45,6 +45,11 @@ class KernelPrior:
         ----------
         scales : bayeskernel.model.HyperScales
             Data-derived reference scales (``scales.kernel`` is a typical entry size).
+
+        Returns
+        -------
+        (P, Q) jax.Array
+            The kernel, of ``kernel_shape``.
         """
         raise NotImplementedError
 
@@ -67,11 +72,34 @@ class LinearGaussianPrior(KernelPrior):
         return tuple(self.kernel_shape)
 
     def to_kernel(self, latent: jax.Array) -> jax.Array:
-        """Map ``(..., num_latent)`` latent vectors to ``(..., *kernel_shape)`` kernels."""
+        """Map ``(..., num_latent)`` latent vectors to ``(..., *kernel_shape)`` kernels.
+
+        Parameters
+        ----------
+        latent : (..., num_latent) jax.Array
+            Whitened latent vectors; leading batch axes allowed.
+
+        Returns
+        -------
+        (..., P, Q) jax.Array
+            Kernels at unit scale, linear in ``latent``; a field's are
+            ``(..., terms, P, Q)`` stacks (:attr:`output_shape`).
+        """
         raise NotImplementedError
 
     def to_latent_transpose(self, kernel: jax.Array) -> jax.Array:
-        """Transpose of :meth:`to_kernel`: ``(..., *kernel_shape) -> (..., num_latent)``."""
+        """Transpose of :meth:`to_kernel`: ``(..., *kernel_shape) -> (..., num_latent)``.
+
+        Parameters
+        ----------
+        kernel : (..., P, Q) jax.Array
+            Kernel-shaped arrays (a field's: ``(..., terms, P, Q)`` stacks);
+            leading batch axes allowed.
+
+        Returns
+        -------
+        (..., num_latent) jax.Array
+        """
         batch = kernel.shape[:-2]
         flat = kernel.reshape((-1,) + tuple(self.kernel_shape))
         probe = jax.ShapeDtypeStruct((self.num_latent,), kernel.dtype)
@@ -80,12 +108,35 @@ class LinearGaussianPrior(KernelPrior):
         return out.reshape(batch + (self.num_latent,))
 
     def sample(self, rng_key: jax.Array, kernel_scale: float = 1.0, shape=()) -> jax.Array:
-        """Draw kernels from the prior at a given scale."""
+        """Draw kernels from the prior at a given scale.
+
+        Unlike :meth:`KernelPrior.sample`, not a NumPyro site: independent draws
+        from ``rng_key``.
+
+        Parameters
+        ----------
+        rng_key : jax PRNGKey
+        kernel_scale : float
+            The prior's scale ``s``.
+        shape : tuple of int
+            Batch shape of the draws; default ``()``, one kernel.
+
+        Returns
+        -------
+        (..., P, Q) jax.Array
+            Of shape ``shape + output_shape``.
+        """
         z = jax.random.normal(rng_key, tuple(shape) + (self.num_latent,))
         return kernel_scale * self.to_kernel(z)
 
     def covariance(self) -> np.ndarray:
-        """Dense prior covariance of the flattened kernel at unit scale (small kernels only)."""
+        """Dense prior covariance of the flattened kernel at unit scale (small kernels only).
+
+        Returns
+        -------
+        (P * Q, P * Q) ndarray
+            Of the row-major flattened :meth:`to_kernel` output (a field's whole stack).
+        """
         eye = jnp.eye(self.num_latent)
         factor = np.asarray(self.to_kernel(eye)).reshape(self.num_latent, -1)
         return factor.T @ factor

@@ -127,6 +127,10 @@ class SmoothPrior(LinearGaussianPrior):
         DCT-II coefficients for ``boundary='reflect'``, DST-I coefficients for
         ``boundary='zero'``; normalised to a mean of one (the transforms are
         orthonormal, so that is the average marginal variance of an entry).
+
+        Returns
+        -------
+        (P, Q) ndarray
         """
         h, w = self.kernel_shape
         if self.boundary == "zero":

@@ -140,7 +140,18 @@ class RadialPrior(LinearGaussianPrior):
         return int(self.knots.size)
 
     def profile(self, latent: jax.Array) -> jax.Array:
-        """Knot values of the profile for whitened latents ``(..., num_latent)``."""
+        """Knot values of the profile for whitened latents ``(..., num_latent)``.
+
+        Parameters
+        ----------
+        latent : (..., num_latent) jax.Array
+            Whitened latent vectors; leading batch axes allowed.
+
+        Returns
+        -------
+        (..., num_latent) jax.Array
+            The profile at each knot (``knots``, one latent per knot), at unit scale.
+        """
         return latent @ jnp.asarray(self._factor, latent.dtype).T
 
     def to_kernel(self, latent: jax.Array) -> jax.Array:

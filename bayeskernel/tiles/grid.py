@@ -79,12 +79,32 @@ class TileGrid:
         return self.shape[0] * self.shape[1]
 
     def rows(self, tile_row: int) -> tuple[int, int]:
-        """``[start, stop)`` rows of ``B`` covered by a tile row."""
+        """``[start, stop)`` rows of ``B`` covered by a tile row.
+
+        Parameters
+        ----------
+        tile_row : int
+            ``0 .. shape[0] - 1``.
+
+        Returns
+        -------
+        (int, int)
+        """
         start = self.row_starts[tile_row]
         return start, start + self.tile_shape[0]
 
     def cols(self, tile_col: int) -> tuple[int, int]:
-        """``[start, stop)`` columns of ``B`` covered by a tile column."""
+        """``[start, stop)`` columns of ``B`` covered by a tile column.
+
+        Parameters
+        ----------
+        tile_col : int
+            ``0 .. shape[1] - 1``.
+
+        Returns
+        -------
+        (int, int)
+        """
         start = self.col_starts[tile_col]
         return start, start + self.tile_shape[1]
 
@@ -179,6 +199,18 @@ def tile_seed(seed: int, tile_row: int, tile_col: int) -> int:
     Derived from the base seed and the tile's index alone (NumPy's
     ``SeedSequence``), so a tile's draws do not depend on the grid size, the
     order tiles finish in, or the number of workers.
+
+    Parameters
+    ----------
+    seed : int
+        The run's base seed (``>= 0``).
+    tile_row, tile_col : int
+        The tile's index in the grid.
+
+    Returns
+    -------
+    int
+        In ``0 .. 2**32 - 1``.
     """
     sequence = np.random.SeedSequence([int(seed), int(tile_row), int(tile_col)])
     return int(sequence.generate_state(1, dtype=np.uint32)[0])

@@ -161,11 +161,29 @@ class TileStore:
             )
 
     def tile_path(self, tile_row: int, tile_col: int) -> Path:
-        """The NetCDF file of tile ``(tile_row, tile_col)`` (it may not exist yet)."""
+        """The NetCDF file of tile ``(tile_row, tile_col)`` (it may not exist yet).
+
+        Parameters
+        ----------
+        tile_row, tile_col : int
+            The tile's index in the grid.
+
+        Returns
+        -------
+        Path
+            ``tiles/tile_RRRR_CCCC.nc`` under the store folder.
+        """
         return self.tile_folder / f"tile_{tile_row:04d}_{tile_col:04d}.nc"
 
     def finished(self) -> set[tuple[int, int]]:
-        """Indices of the tiles whose files are complete."""
+        """Indices of the tiles whose files are complete.
+
+        Returns
+        -------
+        set of (int, int)
+            ``(tile_row, tile_col)`` of each tile file in the store (files are
+            written under a temporary name and renamed when complete).
+        """
         found = set()
         for entry in self.tile_folder.iterdir():
             match = _TILE_NAME.match(entry.name)
@@ -174,13 +192,41 @@ class TileStore:
         return found
 
     def write(self, tile_row: int, tile_col: int, dataset) -> Path:
-        """Write one tile's ``xarray.Dataset`` (h5netcdf), atomically."""
+        """Write one tile's ``xarray.Dataset`` (h5netcdf), atomically.
+
+        Parameters
+        ----------
+        tile_row, tile_col : int
+            The tile's index in the grid.
+        dataset : xarray.Dataset
+            The tile's posterior (:func:`~bayeskernel.tiles.fit_tile`).
+
+        Returns
+        -------
+        Path
+            The tile's file, :meth:`tile_path`.
+        """
         path = self.tile_path(tile_row, tile_col)
         _write_atomically(path, lambda name: dataset.to_netcdf(name, engine="h5netcdf"))
         return path
 
     def read(self, tile_row: int, tile_col: int):
-        """One finished tile as an in-memory ``xarray.Dataset`` (file closed)."""
+        """One finished tile as an in-memory ``xarray.Dataset`` (file closed).
+
+        Parameters
+        ----------
+        tile_row, tile_col : int
+            The tile's index in the grid.
+
+        Returns
+        -------
+        xarray.Dataset
+
+        Raises
+        ------
+        ValueError
+            When the file cannot be read (damaged, or missing), naming it.
+        """
         import xarray as xr
 
         path = self.tile_path(tile_row, tile_col)

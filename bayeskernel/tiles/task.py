@@ -51,7 +51,17 @@ class TileTask:
     weights: list | None = None
 
     def fit_arguments(self) -> tuple[Any, Any, dict]:
-        """``A``, ``B`` and keywords of the equivalent :func:`bayeskernel.fit` call."""
+        """``A``, ``B`` and keywords of the equivalent :func:`bayeskernel.fit` call.
+
+        Returns
+        -------
+        A, B : ndarray or list of ndarray
+            One array each for a single exposure, else lists.
+        keywords : dict
+            :attr:`options` with ``mode='valid'``, the tile's ``seed``,
+            ``progress_bar=False``, ``mask`` (None when every pixel is observed)
+            and ``weights`` when given.
+        """
         single = len(self.A) == 1
         masks = None if all(m is None for m in self.mask) else self.mask
         keywords = dict(
@@ -71,12 +81,24 @@ class TileTask:
 def fit_tile(task: TileTask):
     """Fit one tile (runs on a Dask worker); return its posterior as a Dataset.
 
+    Parameters
+    ----------
+    task : TileTask
+        The tile's windows and the ``fit`` options.
+
     Returns
     -------
     xarray.Dataset
         ``kernel (chain, draw, kernel_row, kernel_col)``, ``noise_sigma`` and
         ``kernel_scale (chain, draw)``, named prior parameters if any; the tile
         index, seed and fit time as attributes.
+
+    Raises
+    ------
+    Exception
+        What ``fit`` raises, of the same type where it can be built from a
+        message (else :class:`RuntimeError`), its message prefixed with the
+        tile's index and window in ``B``.
     """
     from bayeskernel.api import fit
 
