@@ -24,6 +24,10 @@ def central_window(kernel_shape: tuple[int, int], size: tuple[int, int]) -> tupl
         Row and column slices: ``kernel[central_window(kernel.shape, size)]`` has
         shape ``size``.
     """
+    if any(s > k or s < 1 for k, s in zip(kernel_shape, size)):
+        raise ValueError(
+            f"size must be 1..kernel_shape per axis, got {tuple(size)} for {tuple(kernel_shape)}"
+        )
     return tuple(slice((k - s) // 2, (k - s) // 2 + s) for k, s in zip(kernel_shape, size))
 
 
@@ -45,7 +49,10 @@ def relative_error(estimate: np.ndarray, truth: np.ndarray, region=None) -> floa
     estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
     if region is not None:
         estimate, truth = estimate[region], truth[region]
-    return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
+    norm = np.linalg.norm(truth)
+    if norm == 0:
+        raise ValueError("truth is all zero: a relative error needs a nonzero reference")
+    return float(np.linalg.norm(estimate - truth) / norm)
 
 
 def coverage(lower: np.ndarray, upper: np.ndarray, truth: np.ndarray, region=None) -> float:

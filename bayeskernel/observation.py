@@ -251,7 +251,12 @@ def background_image(coefficients, shape: tuple[int, int]) -> np.ndarray:
     """
     coefficients = np.asarray(coefficients, dtype=np.float64)
     k = coefficients.shape[-1]
-    degree = next(d for d in range(MAX_BACKGROUND_DEGREE + 1) if len(background_terms(d)) == k)
+    counts = {len(background_terms(d)): d for d in range(MAX_BACKGROUND_DEGREE + 1)}
+    if k not in counts:
+        raise ValueError(
+            f"coefficients must have a background's term count, one of {sorted(counts)}, got {k}"
+        )
+    degree = counts[k]
     design = background_design(shape, degree)
     return (coefficients @ design.T).reshape(coefficients.shape[:-1] + tuple(shape))
 

@@ -351,7 +351,7 @@ class KernelPosterior:
 
         image = self.image[pair] if isinstance(self.image, list) else self.image
         if image is None:
-            raise ValueError("predict needs the data A (kept by fit, and by load)")
+            raise ValueError("blurred and predict need the data A (kept by fit, and by load)")
         image = np.asarray(image, float)
         if self.field_draws is None:
             blurred = fft_convolve(image, self.kernel_mean, self.mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,16 @@ def make_kernel(family: str, shape: tuple[int, int], **params) -> np.ndarray:
     """
     if family not in KERNELS:
         raise ValueError(f"family must be one of {sorted(KERNELS)}, got {family!r}")
+    accepted = [
+        name for name, p in inspect.signature(KERNELS[family]).parameters.items()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and name != "shape"
+    ]  # fmt: skip
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"a {family!r} kernel takes {', '.join(accepted) or 'no parameters'}; got "
+            f"{', '.join(unknown)}"
+        )
     for name in ("width", "width_col", "radius", "length"):
         value = params.get(name)
         if value is not None and not (np.isfinite(value) and value > 0):

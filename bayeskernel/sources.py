@@ -121,7 +121,8 @@ def read_points(path) -> np.ndarray:
                 f"missing {', '.join(missing)}"
             )
         rows = []
-        for number, record in enumerate(reader, start=2):
+        for record in reader:
+            number = reader.line_num  # the file's line, blank lines counted
             record = {k.strip().lower(): v for k, v in record.items() if k is not None}
             try:
                 rows.append([float(record[n]) for n in ("row", "col", "flux")])

@@ -166,3 +166,24 @@ def test_convolve_gives_a_named_error_or_scipy(image_shape, kernel_shape, mode, 
     np.testing.assert_allclose(
         got, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max(initial=1)
     )
+
+
+def test_helpers_name_what_they_refuse(tmp_path):
+    from bayeskernel.infer.stages import draw_layout
+    from bayeskernel.observation import background_image
+    from bayeskernel.priors import FieldPrior, SmoothPrior
+    from bayeskernel.tiles.store import TileStore
+
+    cases = [
+        (lambda: FieldPrior(SmoothPrior((3, 3)), 2), "num_terms must be"),
+        (lambda: background_image([1.0, 2.0], (4, 4)), "term count"),
+        (lambda: bk.central_window((5, 5), (7, 7)), "size must be"),
+        (lambda: bk.relative_error(np.ones((3, 3)), np.zeros((3, 3))), "truth is all zero"),
+        (lambda: bk.make_kernel("gaussian", (5, 5), widht=1.0), "takes width"),
+        (lambda: bk.make_kernel("anisotropic_gaussian", (5, 5), angle=0.3), "got angle"),
+        (lambda: draw_layout(0), "total >= 1"),
+        (lambda: TileStore(tmp_path / "store", {}).read(0, 0), "not fitted"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()

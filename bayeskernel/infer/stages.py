@@ -752,6 +752,11 @@ def draw_layout(total: int, solver: str = "dense") -> tuple[int, int]:
     num_batches, batch : int
         ``num_batches * batch >= total``, with less than one batch to spare.
     """
+    if total < 1 or solver not in DRAW_BATCH:
+        raise ValueError(
+            f"draw_layout needs total >= 1 and a solver in {sorted(DRAW_BATCH)}, got "
+            f"{total!r} and {solver!r}"
+        )
     num_batches = -(-total // DRAW_BATCH[solver])
     return num_batches, -(-total // num_batches)
 

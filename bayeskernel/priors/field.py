@@ -24,6 +24,9 @@ __all__ = ["FIELD_RATIOS", "FieldPrior", "field_candidates"]
 # that changes by a tenth, a third or its whole size across the image. On
 # the benchmark's fields the evidence puts its weight on 0.1-0.3.
 FIELD_RATIOS = (0.1, 0.3, 1.0)
+# Polynomial orders a field prior takes (bayeskernel.field's limit; not imported
+# from there so that priors stay apart from the linear model).
+MAX_ORDER = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,12 @@ class FieldPrior(LinearGaussianPrior):
     def __post_init__(self):
         if not self.base.linear_gaussian:
             raise ValueError(f"a field needs a linear-Gaussian prior; {self.base.name!r} is not")
+        valid = [(d + 1) * (d + 2) // 2 for d in range(MAX_ORDER + 1)]
+        if self.num_terms not in valid:
+            raise ValueError(
+                f"num_terms must be the monomial count of a polynomial order, one of {valid}, "
+                f"got {self.num_terms!r}"
+            )
         if self.total_terms < self.num_terms:
             object.__setattr__(self, "total_terms", self.num_terms)
         if not self.name:
@@ -78,7 +87,7 @@ class FieldPrior(LinearGaussianPrior):
 
     @property
     def order(self) -> int:
-        return next(d for d in range(8) if (d + 1) * (d + 2) // 2 == self.num_terms)
+        return next(d for d in range(MAX_ORDER + 1) if (d + 1) * (d + 2) // 2 == self.num_terms)
 
     @property
     def num_latent(self) -> int:

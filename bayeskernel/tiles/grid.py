@@ -212,5 +212,9 @@ def tile_seed(seed: int, tile_row: int, tile_col: int) -> int:
     int
         In ``0 .. 2**32 - 1``.
     """
+    if int(seed) < 0 or int(tile_row) < 0 or int(tile_col) < 0:
+        raise ValueError(
+            f"seed and tile indices must be >= 0, got seed {seed}, tile ({tile_row}, {tile_col})"
+        )
     sequence = np.random.SeedSequence([int(seed), int(tile_row), int(tile_col)])
     return int(sequence.generate_state(1, dtype=np.uint32)[0])

@@ -230,6 +230,11 @@ class TileStore:
         import xarray as xr
 
         path = self.tile_path(tile_row, tile_col)
+        if not path.is_file():
+            raise ValueError(
+                f"tile ({tile_row}, {tile_col}) has no file {str(path)!r} yet: it is not "
+                "fitted (rerun fit_tiles with this store)"
+            )
         try:
             with xr.open_dataset(path, engine="h5netcdf") as dataset:
                 return dataset.load()
