@@ -161,16 +161,16 @@ def test_render_points_places_flux_at_the_fine_position(tmp_path):
     np.testing.assert_allclose(bilinear[4:6, 6:8], 1.0)
     assert bilinear.sum() == pytest.approx(4.0)
     # A source on a fine node lands on that node alone, with either renderer.
-    for method in ("lanczos3", "bilinear"):
+    for method in ("sinc", "lanczos3", "bilinear"):
         on_node = render_points([[1.75, 1.25, 2.0]], (12, 12), oversample=2, method=method)
         assert on_node[4, 3] == pytest.approx(2.0) and on_node.sum() == pytest.approx(2.0)
     # Bilinear splitting keeps the first moment; Lanczos keeps it to a few hundredths.
-    rows, cols = np.mgrid[:16, :16]
-    for method, tolerance in (("bilinear", 1e-9), ("lanczos3", 0.05)):
-        image = render_points([[2.3, 3.6, 1.0]], (16, 16), oversample=2, method=method)
+    rows, cols = np.mgrid[:48, :48]
+    for method, tolerance in (("bilinear", 1e-9), ("lanczos3", 0.05), ("sinc", 0.05)):
+        image = render_points([[11.3, 11.6, 1.0]], (48, 48), oversample=2, method=method)
         assert image.sum() == pytest.approx(1.0)
-        assert np.sum(image * rows) == pytest.approx(2 * 2.3 + 0.5, abs=tolerance)
-        assert np.sum(image * cols) == pytest.approx(2 * 3.6 + 0.5, abs=tolerance)
+        assert np.sum(image * rows) == pytest.approx(2 * 11.3 + 0.5, abs=tolerance)
+        assert np.sum(image * cols) == pytest.approx(2 * 11.6 + 0.5, abs=tolerance)
     path = tmp_path / "points.csv"
     path.write_text("row,col,flux\n1.5,2.25,3\n4,5,6\n")
     np.testing.assert_allclose(read_points(path), [[1.5, 2.25, 3], [4, 5, 6]])
