@@ -73,6 +73,7 @@ _SUBMODULES = (
     "posterior",
     "priors",
     "simulation",
+    "shapes",
     "sources",
     "tiles",
 )

@@ -31,6 +31,7 @@ MODULES = [
     ("bayeskernel.field", "Kernels that vary across the field"),
     ("bayeskernel.binning", "A kernel finer than the sensor (super-resolution)"),
     ("bayeskernel.sources", "Point sources at sub-pixel positions"),
+    ("bayeskernel.shapes", "Output shapes and a NumPy convolution"),
     ("bayeskernel.plots", "Figures"),
     ("bayeskernel.diagnostics", "Convergence and residual checks"),
     ("bayeskernel.metrics", "Errors and coverage against a known kernel"),
