@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     simulate.add_argument(
         "--kernel", default="gaussian",
-        choices=("gaussian", "anisotropic_gaussian", "disk", "motion", "inverse_distance"),
+        choices=(
+            "gaussian", "anisotropic_gaussian", "disk", "motion", "telescope", "inverse_distance",
+        ),
         help="kernel family (all but inverse_distance sum to one)",
     )  # fmt: skip
     simulate.add_argument(
