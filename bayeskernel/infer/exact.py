@@ -379,22 +379,21 @@ def _field_normal_matrix(op: FieldOperator, obs, scales: np.ndarray) -> np.ndarr
     monomials = sorted({(ep[0] + eq[0], ep[1] + eq[1]) for ep in exponents for eq in exponents})
     _, y, x = background_design(obs.shape, 1).T.reshape((3,) + tuple(obs.shape))
     products = jnp.asarray(np.stack([weights * y**a * x**b for a, b in monomials]))
-    pairs = monomials
     (p0, p1), ((r0, c0), (h, w)) = base.kernel_shape, base.window
     padded = jnp.pad(jnp.asarray(base.image), ((p0, h + p0), (p1, w + p1)))
     offsets = np.stack(np.unravel_index(np.arange(size), (p0, p1)), axis=1)
     # Each offset costs one image-sized array per monomial: batches sized so
     # that a call holds about _FIELD_MAPS of them.
-    width = max(1, _FIELD_MAPS // len(pairs))
+    width = max(1, _FIELD_MAPS // len(monomials))
     batch = -(-size // -(-size // width))
-    rows = np.empty((size, len(pairs), size))
+    rows = np.empty((size, len(monomials), size))
     for start in range(0, size, batch):
         chunk = offsets[start : start + batch]
         chunk = np.pad(chunk, ((0, batch - chunk.shape[0]), (0, 0)))
         block = _weighted_normal_rows(
             base, padded, products, jnp.asarray(chunk), (r0 + p0, c0 + p1), (h, w)
         )
-        rows[start : start + batch] = np.asarray(block).reshape(batch, len(pairs), size)[
+        rows[start : start + batch] = np.asarray(block).reshape(batch, len(monomials), size)[
             : size - start
         ]
     normal = np.empty((count * size, count * size))
