@@ -380,3 +380,28 @@ def test_a_fixed_kernel_sum_holds_at_every_position_exactly(image_shape, kernel_
     for y, x in [(0, 0), (3, 5)]:
         sums = fitted.kernel_at(y, x).kernel_draws.sum(axis=(-2, -1), dtype=np.float64)
         np.testing.assert_allclose(sums, total, atol=1e-4)  # float32 draws
+
+
+def test_the_matrix_free_solver_takes_a_field():
+    A, B, _ = _case(1, size=40)
+    fits = {
+        solver: bk.fit(
+            A,
+            B + 1.0,
+            (5, 5),
+            prior="smooth",
+            spatial_order=1,
+            background=0,
+            solver=solver,
+            progress_bar=False,
+        )  # fmt: skip
+        for solver in ("dense", "krylov")
+    }
+    assert fits["krylov"].diagnostics["solver"] == "krylov"
+    assert fits["krylov"].prior == fits["dense"].prior
+    for y, x in [(20, 39), (0, 0)]:
+        dense, krylov = fits["dense"].kernel_at(y, x), fits["krylov"].kernel_at(y, x)
+        error = np.abs(krylov.kernel_mean - dense.kernel_mean) / dense.kernel_sd
+        # Two means of 500 draws differ by about 0.06 sd by chance; CG adds its tolerance.
+        assert np.max(error) < 0.5, np.max(error)
+        np.testing.assert_allclose(krylov.kernel_sd, dense.kernel_sd, rtol=0.25)
