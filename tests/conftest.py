@@ -14,3 +14,24 @@ az.Numba.disable_numba()
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261125)
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache_between_tests():
+    """Each test starts without JAX's persistent compilation cache.
+
+    The command line turns the cache on for its process; run in-process by a
+    test (``cli.main``), it would stay on for every later test, which would
+    then write each program it compiles to disk. Tests that want the cache
+    turn it on themselves.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield
+    if any(getattr(jax.config, name) != value for name, value in saved.items()):
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
