@@ -164,9 +164,9 @@ def fit(
         A kernel that varies across the image: ``K(u; x) = sum_f phi_f(x)
         K_f(u)`` with ``phi_f`` the monomials of the pixel position (normalised
         to ``[-1, 1]`` across ``B``) up to this degree (:mod:`bayeskernel.field`).
-        ``0`` (default): one kernel. Each component has the chosen prior, the
-        varying ones at a fraction of the constant one's scale, learned by
-        evidence over :data:`bayeskernel.priors.field.FIELD_RATIOS`; ``'auto'``
+        ``0`` (default): one kernel. Each component has the chosen prior, one
+        of degree ``d`` at ``ratio**d`` of the constant one's scale, the ratio
+        learned by evidence over :data:`bayeskernel.priors.field.FIELD_RATIOS`; ``'auto'``
         also weighs the orders 0, 1 and 2 by evidence. Exact route (dense
         kernel-space solver), with any background, variance map, mask and
         mode; several image pairs share the components (each in its own
