@@ -36,6 +36,7 @@ __all__ = [
     "check_spatial_order",
     "evaluate_field",
     "field_basis",
+    "field_order",
     "field_terms",
     "make_field_operator",
     "num_field_terms",
@@ -93,6 +94,30 @@ def num_field_terms(order: int) -> int:
     int
     """
     return (order + 1) * (order + 2) // 2
+
+
+def field_order(num_terms: int) -> int:
+    """The polynomial order of a field of ``num_terms`` components.
+
+    Parameters
+    ----------
+    num_terms : int
+        ``P``, one of 1, 3, 6, 10.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        A count that no order up to :data:`MAX_SPATIAL_ORDER` has.
+    """
+    for order in range(MAX_SPATIAL_ORDER + 1):
+        if num_field_terms(order) == num_terms:
+            return order
+    counts = [num_field_terms(d) for d in range(MAX_SPATIAL_ORDER + 1)]
+    raise ValueError(f"num_terms must be one of {counts}, got {num_terms!r}")
 
 
 def field_terms(order: int) -> tuple[str, ...]:
@@ -172,8 +197,7 @@ def evaluate_field(components, y, x, shape: tuple[int, int]) -> np.ndarray:
     (..., kh, kw) ndarray
     """
     components = np.asarray(components)
-    count = components.shape[-3]
-    order = next(d for d in range(MAX_SPATIAL_ORDER + 1) if num_field_terms(d) == count)
+    order = field_order(components.shape[-3])
     weights = position_basis(y, x, shape, order).astype(components.dtype)
     return np.tensordot(components, weights, axes=([-3], [0])).transpose(
         tuple(range(components.ndim - 3)) + (-2, -1)

@@ -306,10 +306,9 @@ def plot_predictive_check(
     if num_draws < 1:
         raise ValueError(f"num_draws must be a positive integer, got {num_draws!r}")
     rng = np.random.default_rng(seed)
-    image, observed = posterior.image, posterior.observed
-    if isinstance(image, list):  # several pairs: check the first
-        image, observed = image[0], observed[0]
-    image = np.asarray(image, dtype=float)
+    observed = posterior.observed
+    if isinstance(observed, list):  # several pairs: check the first
+        observed = observed[0]
     observed = np.asarray(observed, dtype=float)
     seen = np.isfinite(observed)
     sigmas = np.asarray(posterior.pair_noise_sigma_draws(0)).reshape(-1)
@@ -321,7 +320,7 @@ def plot_predictive_check(
     relative = 1.0 if weights is None else 1.0 / np.sqrt(np.where(weights > 0, weights, 1.0))
     replicates = np.empty((num_draws, int(seen.sum())))
     for row, index in enumerate(chosen):
-        blurred = _replicate_mean(posterior, image, int(index))
+        blurred = _replicate_mean(posterior, int(index))
         noise = rng.normal(0.0, 1.0, blurred.shape) * sigmas[index] * relative
         replicates[row] = (blurred + noise)[seen]
     values = observed[seen]
@@ -353,25 +352,15 @@ def plot_predictive_check(
     return fig
 
 
-def _replicate_mean(posterior: KernelPosterior, image: np.ndarray, index: int) -> np.ndarray:
+def _replicate_mean(posterior: KernelPosterior, index: int) -> np.ndarray:
     """Draw ``index``'s noise-free ``B`` of the first pair: blur, field and background."""
-    from bayeskernel.field import field_basis
     from bayeskernel.observation import background_image
 
     if posterior.field_draws is None:
         kernel = posterior.kernel_draws.reshape((-1,) + posterior.kernel_shape)[index]
-        blurred = scipy.signal.convolve(image, kernel.astype(float), mode=posterior.mode)
-        if posterior.oversample is not None:
-            from bayeskernel.binning import bin_image
-
-            blurred = bin_image(blurred, posterior.oversample)
     else:
-        field = posterior.field_draws.reshape((-1,) + posterior.field_draws.shape[2:])[index]
-        parts = np.stack(
-            [scipy.signal.convolve(image, k.astype(float), mode=posterior.mode) for k in field]
-        )
-        order = next(d for d in range(8) if (d + 1) * (d + 2) // 2 == parts.shape[0])
-        blurred = np.sum(field_basis(parts.shape[1:], order) * parts, axis=0)
+        kernel = posterior.field_draws.reshape((-1,) + posterior.field_draws.shape[2:])[index]
+    blurred = posterior.blur(kernel, 0)
     if posterior.background_draws is not None:
         draws = posterior.background_draws
         coefficients = draws.reshape((-1,) + draws.shape[2:])[index]

@@ -347,25 +347,50 @@ class KernelPosterior:
         ValueError
             When the data ``A`` were not kept.
         """
+        if self.field_draws is None:
+            return self.blur(self.kernel_mean, pair)
+        return self.blur(np.mean(self.field_draws, axis=(0, 1), dtype=np.float64), pair)
+
+    def blur(self, kernel: np.ndarray, pair: int = 0) -> np.ndarray:
+        """``A`` of image pair ``pair`` blurred by a given kernel, as this fit's model blurs.
+
+        Parameters
+        ----------
+        kernel : (P, Q) or (F, P, Q) array_like
+            One kernel, or a field's components (``spatial_order``).
+        pair : int
+            Index of the image pair (0 for a single pair).
+
+        Returns
+        -------
+        (H, W) ndarray
+            On ``B``'s grid: binned with ``oversample``, the field's monomials
+            applied with ``spatial_order``.
+
+        Raises
+        ------
+        ValueError
+            When the data ``A`` were not kept.
+        """
         from bayeskernel.shapes import fft_convolve
 
         image = self.image[pair] if isinstance(self.image, list) else self.image
         if image is None:
             raise ValueError("blurred and predict need the data A (kept by fit, and by load)")
         image = np.asarray(image, float)
-        if self.field_draws is None:
-            blurred = fft_convolve(image, self.kernel_mean, self.mode)
-            if self.oversample is None:
-                return blurred
-            from bayeskernel.binning import bin_image
+        kernel = np.asarray(kernel, np.float64)
+        if kernel.ndim == 3:
+            from bayeskernel.field import field_basis, field_order
 
-            return bin_image(blurred, self.oversample)
-        from bayeskernel.field import field_basis
+            parts = np.stack([fft_convolve(image, k, self.mode) for k in kernel])
+            order = field_order(parts.shape[0])
+            return np.sum(field_basis(parts.shape[1:], order) * parts, axis=0)
+        blurred = fft_convolve(image, kernel, self.mode)
+        if self.oversample is None:
+            return blurred
+        from bayeskernel.binning import bin_image
 
-        means = np.mean(self.field_draws, axis=(0, 1), dtype=np.float64)
-        order = max(_degree(t) for t in self.field_terms)
-        blurred = np.stack([fft_convolve(image, mean, self.mode) for mean in means])
-        return np.sum(field_basis(blurred.shape[1:], order) * blurred, axis=0)
+        return bin_image(blurred, self.oversample)
 
     def predict(self, pair: int = 0) -> np.ndarray:
         """The posterior mean of ``B``: ``convolve2d(A, kernel_mean, mode)`` plus the background.
@@ -640,13 +665,6 @@ class KernelPosterior:
             },
             **kwargs,
         )
-
-
-def _degree(term: str) -> int:
-    """Total degree of a monomial name such as ``'y^2 x'``."""
-    if term == "1":
-        return 0
-    return sum(int(f.split("^")[1]) if "^" in f else 1 for f in term.split())
 
 
 def _plain(value) -> float | list[float]:

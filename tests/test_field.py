@@ -320,7 +320,7 @@ def test_plot_kernel_field_and_a_predictive_check_with_the_field_and_background(
     assert len(fig.axes) >= 6
     plot_predictive_check(post, num_draws=5)
     # A replicate's mean is the data's: blur of the field plus the sky of 5.
-    assert abs(np.mean(_replicate_mean(post, A, 0)) - np.mean(B + 5.0)) < 0.01
+    assert abs(np.mean(_replicate_mean(post, 0)) - np.mean(B + 5.0)) < 0.01
     plain = bk.fit(A, B, (5, 5), prior="smooth", num_samples=30, progress_bar=False)
     with pytest.raises(ValueError, match="needs a field"):
         plot_kernel_field(plain)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from bayeskernel.field import FieldOperator
+from bayeskernel.field import FieldOperator, field_order
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer._static import Static
 from bayeskernel.normal import normal_matrix
@@ -374,7 +374,7 @@ def _field_normal_matrix(op: FieldOperator, obs, scales: np.ndarray) -> np.ndarr
     weights = np.zeros(int(np.prod(obs.shape)))
     weights[obs.indices] = scales**2
     weights = weights.reshape(obs.shape)
-    degree = next(d for d in range(count) if (d + 1) * (d + 2) // 2 == count)
+    degree = field_order(count)
     exponents = [(a, total - a) for total in range(degree + 1) for a in range(total, -1, -1)]
     monomials = sorted({(ep[0] + eq[0], ep[1] + eq[1]) for ep in exponents for eq in exponents})
     _, y, x = background_design(obs.shape, 1).T.reshape((3,) + tuple(obs.shape))
