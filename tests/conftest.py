@@ -35,3 +35,21 @@ def _no_persistent_cache_between_tests():
         for name, value in saved.items():
             jax.config.update(name, value)
         compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_programs_freed_per_module():
+    """Each test module frees the programs JAX compiled for it.
+
+    A process keeps every program it compiles (and its code mappings) for
+    reuse. The suite compiles thousands, for many shapes; kept all together
+    they approach the kernel's limit on memory mappings per process
+    (``vm.max_map_count``, 65530 by default), past which compiling crashes.
+    """
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
