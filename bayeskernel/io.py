@@ -237,7 +237,7 @@ _DIAGNOSTICS_ATTR = "bayeskernel_diagnostics"
 
 
 def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
-    """Write a posterior to NetCDF (ArviZ ``InferenceData.to_netcdf``).
+    """Write a posterior to NetCDF, in ArviZ's ``InferenceData`` layout.
 
     Parameters
     ----------
@@ -248,26 +248,31 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     Returns
     -------
     Path
-        The file written; :func:`load` reads it back.
+        The file written; :func:`load` reads it back, and so does
+        ``arviz.from_netcdf``.
     """
+    import xarray as xr
+
     path = Path(path)
-    idata = posterior.to_inference_data()
+    groups = posterior.to_datasets()
     plain = {
         k: v
         for k, v in posterior.diagnostics.items()
         if is_plain(v) or (isinstance(v, dict) and all(map(is_plain, v.values())))
     }  # flat dicts too: prior='auto''s prior_evidence, prior_weights, prior_draws
     # The posterior group carries what load() needs to rebuild the object.
-    idata.posterior.attrs.update(
-        method=posterior.method,
-        prior=posterior.prior,
-        mode=posterior.mode,
-        inference_library="bayeskernel",
-        **{_DIAGNOSTICS_ATTR: json.dumps(plain)},
-        **({} if posterior.field_shape is None else {"field_shape": list(posterior.field_shape)}),
-        **({} if posterior.oversample is None else {"oversample": list(posterior.oversample)}),
-    )
-    idata.to_netcdf(str(path))
+    groups["posterior"].attrs[_DIAGNOSTICS_ATTR] = json.dumps(plain)
+    # Compressed as ArviZ writes it; written by xarray, without importing ArviZ.
+    encoding = {
+        f"/{name}": {
+            key: {"zlib": True}
+            for key, values in group.variables.items()
+            if np.issubdtype(values.dtype, np.number) or values.dtype == bool
+        }
+        for name, group in groups.items()
+    }
+    tree = xr.DataTree.from_dict({f"/{name}": group for name, group in groups.items()})
+    tree.to_netcdf(path, engine="h5netcdf", encoding=encoding)
     return path
 
 
@@ -313,7 +318,7 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     InputError
         Missing file, or a file that is not a bayeskernel posterior.
     """
-    import arviz as az
+    import xarray as xr
 
     path = Path(path)
     if not path.is_file():
@@ -321,27 +326,27 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     _check_declared_size(path)
     try:
         # Eager: read everything and close the file (it may be overwritten later).
-        with az.rc_context({"data.load": "eager"}):
-            idata = az.from_netcdf(str(path))
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            groups = {name: node.to_dataset().load() for name, node in tree.children.items()}
     except (OSError, ValueError) as error:
         raise _fail(path, f"is not a readable NetCDF file ({error})") from None
     except MemoryError:
         raise _fail(path, "declares arrays too large for this machine's memory") from None
-    posterior = getattr(idata, "posterior", None)
+    posterior = groups.get("posterior")
     needed = ("kernel", "noise_sigma", "kernel_scale")
     if posterior is None or any(name not in posterior for name in needed):
         raise _fail(
             path, "is not a bayeskernel posterior (needs variables " + ", ".join(needed) + ")"
         )
     attrs = dict(posterior.attrs)
-    sample_stats = getattr(idata, "sample_stats", None)
+    sample_stats = groups.get("sample_stats")
     stats = (
         {name: np.asarray(values) for name, values in sample_stats.data_vars.items()}
         if sample_stats is not None
         else {}
     )
-    image = _data(idata, "constant_data", "A")
-    observed = _data(idata, "observed_data", "B")
+    image = _data(groups, "constant_data", "A")
+    observed = _data(groups, "observed_data", "B")
     # A parametric prior's named parameters (e.g. a Gaussian's width) beside the kernel.
     parameters = {
         name: np.asarray(values) for name, values in posterior.data_vars.items()
@@ -363,7 +368,7 @@ def load(path: str | os.PathLike) -> KernelPosterior:
         parameter_draws=parameters,
         image=image,
         observed=observed,
-        noise_weights=_data(idata, "constant_data", "weights"),
+        noise_weights=_data(groups, "constant_data", "weights"),
         background_draws=None if background is None else background.values,
         background_terms=(
             () if background is None else tuple(map(str, background["background_term"].values))
@@ -379,11 +384,11 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     )
 
 
-def _data(idata, group: str, name: str):
+def _data(groups: dict, group: str, name: str):
     """One pair's array ``name``, several pairs' ``name_0, name_1, ...`` as a list, or None."""
-    if group not in idata.groups():
+    if group not in groups:
         return None
-    variables = idata[group].data_vars
+    variables = groups[group].data_vars
     if name in variables:
         return variables[name].values
     numbered = sorted(

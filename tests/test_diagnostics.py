@@ -148,3 +148,22 @@ def test_an_interpolating_fit_is_flagged():
     )
     (warning,) = [w for w in diagnose(posterior) if w.startswith("residual sd")]
     assert "fits the noise itself" in warning
+
+
+@pytest.mark.parametrize("chains,draws", [(2, 250), (4, 100), (1, 500)])
+@pytest.mark.parametrize("correlated", [False, True])
+def test_summary_r_hat_and_ess_equal_arviz(rng, chains, draws, correlated):
+    # ArviZ's rank-normalised r_hat and bulk ESS are the reference. NumPyro's
+    # ESS ends its sum of autocorrelations by another rule: a few per cent apart.
+    import arviz as az
+
+    from bayeskernel.posterior import _rhat_ess
+
+    x = rng.standard_normal((chains, draws)) + 0.3 * np.arange(chains)[:, None]
+    if correlated:  # an AR(1) chain, about 5 draws per independent one
+        for t in range(1, draws):
+            x[:, t] = 0.7 * x[:, t - 1] + x[:, t]
+    given = x if chains > 1 else x[:, : 2 * (draws // 2)].reshape(2, -1)
+    r_hat, ess = _rhat_ess(x)
+    np.testing.assert_allclose(r_hat, float(az.rhat(given)), rtol=1e-10)
+    np.testing.assert_allclose(ess, float(az.ess(given)), rtol=0.1)

@@ -1,6 +1,8 @@
 """Reading arrays from every supported format; the NetCDF round trip of a posterior."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,6 +166,33 @@ def test_netcdf_round_trip_keeps_means_intervals_and_data(posterior, tmp_path):
     assert json.dumps(loaded.summary(), sort_keys=True) == json.dumps(
         posterior.summary(), sort_keys=True
     )
+
+
+def test_saved_file_reads_with_arviz_as_the_inference_data(posterior, tmp_path):
+    import arviz as az
+
+    path = save(posterior, tmp_path / "posterior.nc")
+    idata, expected = az.from_netcdf(str(path)), posterior.to_inference_data()
+    assert set(idata.groups()) == set(expected.groups())
+    for group in expected.groups():
+        got, want = idata[group], expected[group]
+        assert dict(got.sizes) == dict(want.sizes)
+        for name, values in want.data_vars.items():
+            assert got[name].dims == values.dims
+            np.testing.assert_array_equal(got[name].values, values.values)
+    assert idata.posterior.attrs["method"] == "map"
+
+
+def test_save_and_load_do_not_import_arviz(posterior, tmp_path):
+    # ArviZ's import is a third of a small command-line fit; the file needs only xarray.
+    path = save(posterior, tmp_path / "posterior.nc")
+    code = (
+        "import sys; from bayeskernel.io import load, save; "
+        f"p = load({str(path)!r}); save(p, {str(tmp_path / 'again.nc')!r}); p.summary(); "
+        "assert 'arviz' not in sys.modules, 'arviz imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_round_trip_keeps_the_prior_weights_of_a_model_average(tmp_path):
