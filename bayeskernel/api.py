@@ -110,11 +110,14 @@ def fit(
         answers most data without a choice (on the motivating case the radial
         profile carries all the weight). Named (see :mod:`bayeskernel.priors`):
         linear-Gaussian ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
-        ``'smooth2_reflect'``, ``'iid'``, ``'radial'``, ``'radial1'``; parametric
+        ``'smooth2_reflect'``, ``'iid'``, ``'radial'``, ``'radial1'``,
+        ``'radial+smooth'``, ``'radial+smooth2'`` (the radial profile plus a
+        smooth residual); parametric
         ``'gaussian'``, ``'moffat'``, ``'airy'``, ``'power_law'``; ``'lowrank'``,
         ``'lowrank_auto'`` (rank learned);
         or an instance. A sequence of linear-Gaussian priors, or ``'auto'``
-        (``'smooth'``, ``'smooth2'``, ``'radial'``, ``'radial1'``), averages
+        (``'smooth'``, ``'smooth2'``, ``'radial'``, ``'radial1'``,
+        ``'radial+smooth'``, ``'radial+smooth2'``), averages
         over them (Bayesian model averaging, equal prior odds,
         :mod:`bayeskernel.averaging`): each is weighted by its exact marginal
         likelihood ``p(B)``, and the draws come from each in proportion. When

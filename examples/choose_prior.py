@@ -3,10 +3,13 @@
 
 Let the exact marginal likelihood choose. Two simulated cases on binary patterns: a
 radially symmetric Gaussian blur and a motion streak. For each,
-``fit(prior="auto")`` scores ``'smooth'``, ``'smooth2'``, ``'radial'`` and
-``'radial1'`` by ``log p(B)`` (kernel and hyperparameters integrated out, exact
-route) and averages over them with weights ``p(B | prior)`` (Bayesian model
-averaging; here one candidate holds nearly all the weight).
+``fit(prior="auto")`` scores ``'smooth'``, ``'smooth2'``, ``'radial'``,
+``'radial1'`` and the radial profile with a smooth residual (``'radial+smooth'``,
+``'radial+smooth2'``) by ``log p(B)`` (kernel and hyperparameters integrated out,
+exact route) and averages over them with weights ``p(B | prior)`` (Bayesian model
+averaging). For the Gaussian blur the radial profiles hold the weight, shared
+between the profile alone and with a residual (a nested model that fits an exactly
+radial kernel about as well); for the streak the smoothness priors hold it.
 
 Printed per case: every candidate's log evidence (differences are log Bayes
 factors) and weight, the posterior's name, and its mean's error and 95% coverage
@@ -55,7 +58,7 @@ def main(argv=None) -> dict:
         print(f"{family} kernel {shape}:")
         for name, value in sorted(evidence.items(), key=lambda item: -item[1]):
             print(
-                f"  {name:8s} log p(B) = {value:12.2f}   ({value - best:+9.2f})"
+                f"  {name:14s} log p(B) = {value:12.2f}   ({value - best:+9.2f})"
                 f"   weight {weights[name]:.3g}"
             )
         error = bk.relative_error(post.kernel_mean, case.kernel)

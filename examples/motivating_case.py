@@ -7,7 +7,7 @@ falls off as ``1/r`` (its centre set to 0), and white noise of sd 1 is added:
 as ``B`` has pixels. What is ``K``, and how sure can we be?
 
 ``bk.fit(A, B, kernel.shape)`` with every default answers: the prior ``'auto'``
-weighs four candidate priors by their exact marginal likelihood (here the radial
+weighs six candidate priors by their exact marginal likelihood (here the radial
 profile carries all the weight), the kernel is integrated out exactly, and the
 result holds posterior draws of the kernel and the noise sd. The script prints the
 summary and the errors against the true kernel, and writes the figures: the kernel

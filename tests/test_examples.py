@@ -36,8 +36,9 @@ def test_choose_prior_example():
     module = runpy.run_path(str(EXAMPLES / "choose_prior.py"), run_name="example")
     report = module["main"](["--size", "32", "--kernel", "7", "--samples", "50"])
     # A Gaussian blur is radially symmetric, a motion streak is not.
-    assert report["gaussian"]["chosen"] == "radial"
-    assert report["gaussian"]["weights"]["radial"] > 0.9
+    gaussian = report["gaussian"]["weights"]
+    assert report["gaussian"]["chosen"].startswith("radial")
+    assert sum(w for name, w in gaussian.items() if name.startswith("radial")) > 0.99
     assert report["motion"]["chosen"].startswith("smooth")
     assert report["motion"]["weights"]["radial"] < 1e-6
     assert all(r["error"] < 0.2 for r in report.values())

@@ -8,6 +8,7 @@ import pytest
 import bayeskernel as bk
 import bayeskernel.averaging as averaging
 from bayeskernel.api import DEFAULT_SAMPLES
+from bayeskernel.catalogue import AUTO_PRIORS
 from bayeskernel.forward import make_operator
 from bayeskernel.infer import krylov, progress, stages
 from bayeskernel.infer.common import prng_key
@@ -52,8 +53,16 @@ def test_model_average_prepares_each_candidate_once_and_draws_only_the_winner(mo
     prepared = _count_calls(monkeypatch, averaging, "prepare")
     drawn = _count_calls(monkeypatch, averaging, "posterior_from_stages")
     post = bk.fit(case.A, case.B, (7, 7), num_samples=50, progress_bar=False)  # prior='auto'
-    assert [args[1].name for args, _ in prepared] == ["smooth", "smooth2", "radial", "radial1"]
-    assert len(drawn) == 1 and drawn[0][0][0].prior.name == post.prior == "radial"
+    assert [args[1].name for args, _ in prepared] == list(AUTO_PRIORS)
+    # Only candidates given draws are drawn from, each once; smooth (20 nats behind) is not.
+    given = {name for name, n in post.diagnostics["prior_draws"].items() if n > 0}
+    assert sorted(args[0].prior.name for args, _ in drawn) == sorted(given)
+    assert "smooth" not in given and "radial" in given
+    # One candidate far ahead: its draws are the fit's, exactly.
+    prepared.clear(), drawn.clear()
+    post = bk.fit(case.A, case.B, (7, 7), prior=["smooth", "radial"], num_samples=50,
+                  progress_bar=False)  # fmt: skip
+    assert len(prepared) == 2 and len(drawn) == 1 and post.prior == "radial"
     direct = bk.fit(case.A, case.B, (7, 7), prior="radial", num_samples=50, progress_bar=False)
     np.testing.assert_array_equal(post.kernel_draws, direct.kernel_draws)
 

@@ -1,7 +1,8 @@
 """Kernel priors.
 
 Linear-Gaussian priors (exact route): :class:`IIDPrior`, :class:`SmoothPrior`,
-:class:`RadialPrior`, and :class:`FieldPrior` (the components of a spatially
+:class:`RadialPrior`, :class:`SumPrior` (e.g. a radial profile with a smooth
+residual), and :class:`FieldPrior` (the components of a spatially
 varying kernel). General priors (NUTS, SVI): :class:`EllipticalRadialPrior`,
 :class:`ParametricPrior`,
 :class:`LowRankPrior`, :class:`ConstrainedPrior`. The interfaces for writing
@@ -18,6 +19,7 @@ from bayeskernel.priors.gaussian import IIDPrior, SmoothPrior
 from bayeskernel.priors.lowrank import LowRankPrior, effective_rank, rank_probabilities
 from bayeskernel.priors.parametric import ParametricPrior
 from bayeskernel.priors.radial import EllipticalRadialPrior, RadialPrior
+from bayeskernel.priors.sum import SumPrior, radial_residual
 
 __all__ = [
     "FAMILIES",
@@ -32,8 +34,10 @@ __all__ = [
     "ParametricPrior",
     "RadialPrior",
     "SmoothPrior",
+    "SumPrior",
     "effective_rank",
     "prior_names",
+    "radial_residual",
     "rank_probabilities",
     "resolve_prior",
 ]
@@ -44,8 +48,9 @@ def resolve_prior(prior, kernel_shape: tuple[int, int]) -> KernelPrior:
 
     Names: ``'smooth'``, ``'smooth2'`` (zero boundary), ``'smooth_reflect'``,
     ``'smooth2_reflect'``, ``'iid'``, ``'radial'``, ``'radial1'`` (the radial
-    profile with a first-order walk, for profiles with steps; all
-    linear-Gaussian), ``'lowrank'`` (rank 1), ``'lowrank_auto'`` (rank learned
+    profile with a first-order walk, for profiles with steps),
+    ``'radial+smooth'`` and ``'radial+smooth2'`` (the radial profile plus a
+    smooth residual; all linear-Gaussian), ``'lowrank'`` (rank 1), ``'lowrank_auto'`` (rank learned
     up to 5 by a shrinkage prior; read it with :func:`effective_rank`), the
     parametric families ``'gaussian'``,
     ``'moffat'``, ``'airy'``, ``'power_law'``, and each family with a smooth
