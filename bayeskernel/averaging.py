@@ -10,8 +10,10 @@ number of draws from each candidate is multinomial with probabilities ``w``,
 and each candidate with draws gives exactly that many.
 
 Each candidate is prepared once (stage 1: its spectrum or Krylov summary) and
-its hyperparameter posterior tabulated once (stage 2, which gives the
-evidence); draws (stage 3) are made only for candidates that get some. A
+scored on a coarse hyperparameter grid (stage 2 with
+:data:`~bayeskernel.infer.grid.SCORING_POINTS`, enough for the evidence);
+draws (stage 3) are made only for candidates that get some, after the full
+grid a direct fit would tabulate, so their draws are a direct fit's. A
 Krylov candidate is first prepared with a quarter of its log-determinant
 probes; it is completed only if it could matter, that is unless its estimate
 plus :data:`SCREEN_SIGMAS` of its standard errors falls :data:`SCREEN_MARGIN`
@@ -38,9 +40,16 @@ from scipy.special import logsumexp
 
 from bayeskernel.infer.collapsed import posterior_from_stages
 from bayeskernel.infer.common import numpy_generator
+from bayeskernel.infer.grid import SCORING_POINTS
 from bayeskernel.infer.krylov import log_det_error
 from bayeskernel.infer.progress import Progress
-from bayeskernel.infer.stages import complete, hyperparameter_posterior, prepare, stage_keys
+from bayeskernel.infer.stages import (
+    HyperPosterior,
+    complete,
+    hyperparameter_posterior,
+    prepare,
+    stage_keys,
+)
 from bayeskernel.model import HyperScales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import LinearGaussianPrior
@@ -152,11 +161,16 @@ def fit_model_average(
     start = time.perf_counter()
     probe_key, hyper_key, draw_key = stage_keys(rng_key, True)
 
-    def score(prepared) -> _Candidate:
+    def score(prepared, points=SCORING_POINTS) -> _Candidate:
         hyper = hyperparameter_posterior(
-            prepared, scales, hyper_key, noise_sigma=noise_sigma, kernel_scale=kernel_scale
-        )
+            prepared, scales, hyper_key, noise_sigma=noise_sigma, kernel_scale=kernel_scale,
+            grid_points=points,
+        )  # fmt: skip
         return _Candidate(prepared, hyper, hyper_key)
+
+    def tabulated(candidate: _Candidate) -> HyperPosterior:
+        # Drawn from: the full grid, as a direct fit tabulates it.
+        return score(candidate.prepared, None).hyper
 
     candidates = []
     normal_cache = {}  # the data's weighted normal matrix, shared by the candidates
@@ -210,7 +224,7 @@ def fit_model_average(
         if len(drawn) == 1:  # the candidate's own fit, as if fitted directly
             chosen = candidates[drawn[0]]
             posterior = posterior_from_stages(
-                chosen.prepared, chosen.hyper, num_chains, num_samples, draw_key,
+                chosen.prepared, tabulated(chosen), num_chains, num_samples, draw_key,
                 progress=progress, draws_dtype=draws_dtype,
             )  # fmt: skip
             posterior.diagnostics.pop("log_evidence_stderr", None)
@@ -223,7 +237,7 @@ def fit_model_average(
             parts.append(
                 posterior_from_stages(
                     chosen.prepared,
-                    chosen.hyper,
+                    tabulated(chosen),
                     1,
                     int(counts[index]),
                     jax.random.fold_in(draw_key, int(index)),

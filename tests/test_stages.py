@@ -48,6 +48,36 @@ def test_stages_compose_to_fit():
     np.testing.assert_array_equal(kernels, direct.kernel_draws)
 
 
+@pytest.mark.parametrize("fixed", [{}, {"noise_sigma": 0.05}])
+def test_the_scoring_grid_gives_the_full_grids_evidence(fixed):
+    # The model average scores on a coarse grid and draws after the full one.
+    from bayeskernel.infer.grid import GRID_POINTS, SCORING_POINTS
+
+    case = bk.simulate((24, 24), "disk", (5, 5), noise_sigma=0.05, seed=2)
+    with jax.enable_x64(True):
+        operator = make_operator(case.A, (5, 5), "same")
+        scales = HyperScales(1.0, 1.0)
+        probe_key, hyper_key, _ = stages.stage_keys(prng_key(0), True)
+        for name in ("smooth", "radial"):
+            prepared = stages.prepare(
+                operator, resolve_prior(name, (5, 5)), jnp.asarray(case.B), probe_key
+            )
+            full, coarse = (
+                stages.hyperparameter_posterior(
+                    prepared, scales, hyper_key, grid_points=points, **fixed
+                )
+                for points in (None, SCORING_POINTS)
+            )  # fmt: skip
+            # A millionth of a nat: weights change by a factor 1 +- 1e-6 at most.
+            assert coarse.log_evidence == pytest.approx(full.log_evidence, rel=0, abs=1e-6)
+            dim = 1 if fixed else 2
+            assert full.table.facts["grid_points"] == GRID_POINTS[dim] ** dim
+            assert coarse.table.facts["grid_points"] == SCORING_POINTS[dim] ** dim
+    post = bk.fit(case.A, case.B, (5, 5), prior=["smooth", "radial1"], num_samples=20,
+                  progress_bar=False)  # fmt: skip
+    assert post.diagnostics["grid_points"] == GRID_POINTS[2] ** 2
+
+
 def test_model_average_prepares_each_candidate_once_and_draws_only_the_winner(monkeypatch):
     case = bk.simulate((32, 32), "gaussian", (7, 7), noise_sigma=0.05, seed=3)
     prepared = _count_calls(monkeypatch, averaging, "prepare")

@@ -33,6 +33,11 @@ __all__ = ["GridTable", "grid_table"]
 
 MAX_DIM = 2
 GRID_POINTS = {1: 2048, 2: 160}  # per axis
+# Enough for the evidence alone: the midpoint rule on cells of 0.3 Laplace sd
+# gives the full grid's log evidence to within 1e-7 nats in the tests. The model
+# average scores its candidates on these and tabulates at GRID_POINTS only
+# those it draws from.
+SCORING_POINTS = {1: 256, 2: 64}
 HALF_WIDTH = 10.0  # in Laplace standard deviations, widened while the edges hold mass
 EDGE_MASS = 1e-9
 
@@ -89,7 +94,7 @@ class GridTable:
 
 
 def grid_table(
-    model, model_args: tuple, model_kwargs: dict, init_key: jax.Array
+    model, model_args: tuple, model_kwargs: dict, init_key: jax.Array, points: dict | None = None
 ) -> GridTable | None:
     """Tabulate the posterior of the model's sample sites; draw with ``.sample``.
 
@@ -104,6 +109,9 @@ def grid_table(
     model_kwargs : dict
     init_key : jax PRNGKey
         Seeds NumPyro's initial point, where the search for the mode starts.
+    points : dict, optional
+        Grid points per axis by dimension; default :data:`GRID_POINTS`
+        (:data:`SCORING_POINTS` serves for the evidence alone).
 
     Returns
     -------
@@ -143,7 +151,7 @@ def grid_table(
 
     half_width = HALF_WIDTH
     for _ in range(4):
-        mesh, width = grid_mesh(dim, half_width)
+        mesh, width = grid_mesh(dim, half_width, points)
         log_density = -np.asarray(
             _batched_potential(static, model_args, jnp.asarray(mode + mesh @ axes.T)), dtype=float
         )
@@ -166,7 +174,7 @@ def grid_table(
         + np.linalg.slogdet(axes)[1]
     )
     facts = {
-        "grid_points": GRID_POINTS[dim] ** dim,
+        "grid_points": (points or GRID_POINTS)[dim] ** dim,
         "grid_half_width_sd": half_width,
         "grid_cell_sd": float(width),
         "log_evidence": float(log_evidence),
@@ -174,9 +182,12 @@ def grid_table(
     return GridTable(static, model_args, weights, mesh, width, mode, axes, facts)
 
 
-def grid_mesh(dim: int, half_width: float) -> tuple[np.ndarray, float]:
-    """Cell centres ``(GRID_POINTS[dim] ** dim, dim)`` in Laplace sd units, and the cell width."""
-    centres = np.linspace(-half_width, half_width, GRID_POINTS[dim])
+def grid_mesh(dim: int, half_width: float, points: dict | None = None) -> tuple[np.ndarray, float]:
+    """Cell centres ``(n ** dim, dim)`` in Laplace sd units, and the cell width.
+
+    ``n`` is ``points[dim]``, by default :data:`GRID_POINTS`.
+    """
+    centres = np.linspace(-half_width, half_width, (points or GRID_POINTS)[dim])
     mesh = np.stack(np.meshgrid(*([centres] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
     return mesh, float(centres[1] - centres[0])
 

@@ -446,6 +446,7 @@ def hyperparameter_posterior(
     kernel_scale: float | None = None,
     optimise: bool = False,
     hyper_sampler: str = "auto",
+    grid_points: dict | None = None,
 ) -> HyperPosterior:
     """Stage 2: the posterior of ``(sigma, s)``, ready to draw from.
 
@@ -468,6 +469,8 @@ def hyperparameter_posterior(
         Type-II maximum likelihood of the free hyperparameters.
     hyper_sampler : {'auto', 'grid', 'nuts'}
         ``'auto'``: the grid, NUTS where the grid cannot serve.
+    grid_points : dict, optional
+        The grid's points per axis by dimension (:func:`~bayeskernel.infer.grid.grid_table`).
 
     Returns
     -------
@@ -499,7 +502,7 @@ def hyperparameter_posterior(
             "kernel_scale": kernel_scale,
         }
         if hyper_sampler in ("auto", "grid"):
-            table = grid_table(collapsed_model, model_args, model_kwargs, init_key)
+            table = grid_table(collapsed_model, model_args, model_kwargs, init_key, grid_points)
             if table is None and hyper_sampler == "grid":
                 raise ValueError(
                     "hyper_sampler='grid' needs a model with at most two free "
