@@ -6,12 +6,13 @@ Not a benchmark itself. The scripts import it as ``_common`` (they run as
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import math
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -194,3 +195,33 @@ def noise_ess(noise_draws: np.ndarray) -> float:
 
 def per_second(ess: float, seconds: float) -> float:
     return float("nan") if not np.isfinite(ess) else ess / seconds
+
+
+def start_peer_report(
+    parser: argparse.ArgumentParser,
+    title: str,
+    versions: Callable[[], str],
+    selfcheck: Callable[[Report], bool],
+    selfcheck_help: str,
+) -> tuple[argparse.Namespace, Report]:
+    """Parse a peer benchmark's command line and open its report.
+
+    Adds ``--markdown`` and ``--selfcheck`` to ``parser`` (which has
+    ``--seeds``), checks ``--seeds``, prints the header and the versions; with
+    ``--selfcheck`` runs ``selfcheck(report)``, writes the report and exits
+    (status 0 if it passed).
+    """
+    parser.add_argument("--markdown", help="write the report as Markdown to this file")
+    parser.add_argument("--selfcheck", action="store_true", help=selfcheck_help)
+    args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    report = Report(title, "python " + " ".join(sys.argv), machine_info())
+    report.header()
+    report.note(f"versions: {versions()}")
+    if args.selfcheck:
+        passed = selfcheck(report)
+        report.note("selfcheck " + ("passed" if passed else "FAILED"))
+        report.write(args.markdown)
+        sys.exit(0 if passed else 1)
+    return args, report

@@ -84,7 +84,6 @@ import inspect
 import io
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -93,7 +92,7 @@ from importlib import metadata
 import numpy as np
 import scipy.signal
 import scipy.special
-from _common import Report, fmt, machine_info
+from _common import Report, fmt, start_peer_report
 
 import bayeskernel as bk
 
@@ -583,25 +582,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, 128x128 only")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS,
                         help="methods to run (default: all)")  # fmt: skip
-    parser.add_argument("--markdown", help="write the report as Markdown to this file")
-    parser.add_argument(
-        "--selfcheck",
-        action="store_true",
-        help="check the peers' kernel conventions on a noise-free toy, then stop",
+    args, report = start_peer_report(
+        parser,
+        "Difference imaging: star fields, Moffat kernel, sky offset",
+        versions,
+        selfcheck,
+        "check the peers' kernel conventions on a noise-free toy, then stop",
     )
-    args = parser.parse_args()
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-
-    report = Report("Difference imaging: star fields, Moffat kernel, sky offset",
-                    "python " + " ".join(sys.argv), machine_info())  # fmt: skip
-    report.header()
-    report.note(f"versions: {versions()}")
-    if args.selfcheck:
-        passed = selfcheck(report)
-        report.note("selfcheck " + ("passed" if passed else "FAILED"))
-        report.write(args.markdown)
-        sys.exit(0 if passed else 1)
 
     keywords = fit_keywords()
     report.note("bk.fit takes background= and variance=: "

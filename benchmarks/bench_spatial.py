@@ -94,14 +94,13 @@ import contextlib
 import io
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 import scipy.signal
-from _common import Report, fmt, machine_info
+from _common import Report, fmt, start_peer_report
 from bench_difference_imaging import (
     GAIN,
     READ_NOISE,
@@ -707,25 +706,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", choices=METHODS,
                         help="methods to run at 256x256 (default: all; none given: only the "
                         "--large case)")  # fmt: skip
-    parser.add_argument("--markdown", help="write the report as Markdown to this file")
-    parser.add_argument(
-        "--selfcheck",
-        action="store_true",
-        help="check the simulation and the peers' conventions, then stop",
+    args, report = start_peer_report(
+        parser,
+        "Spatially varying kernel: star field, Moffat field, sky plane",
+        versions,
+        selfcheck,
+        "check the simulation and the peers' conventions, then stop",
     )
-    args = parser.parse_args()
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-
-    report = Report("Spatially varying kernel: star field, Moffat field, sky plane",
-                    "python " + " ".join(sys.argv), machine_info())  # fmt: skip
-    report.header()
-    report.note(f"versions: {versions()}")
-    if args.selfcheck:
-        passed = selfcheck(report)
-        report.note("selfcheck " + ("passed" if passed else "FAILED"))
-        report.write(args.markdown)
-        sys.exit(0 if passed else 1)
 
     report.note(f"kernel {KERNEL_SHAPE[0]}x{KERNEL_SHAPE[1]} Moffat beta {BETA}, FWHM 3.0..4.5 "
                 f"px, axis ratio 0.95..0.75, angle 30 + 40 sin(0.9 (nx - ny)) deg; gain {GAIN}, "

@@ -113,14 +113,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 import warnings
 from importlib import metadata
 
 import numpy as np
 import scipy.signal
-from _common import Report, fmt, machine_info
+from _common import Report, fmt, start_peer_report
 
 import bayeskernel as bk
 from bayeskernel.binning import bin_image, make_binned_operator
@@ -731,25 +730,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, s = 2 only")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES,
                         help="cases to run (default: all)")  # fmt: skip
-    parser.add_argument("--markdown", help="write the report as Markdown to this file")
-    parser.add_argument(
-        "--selfcheck",
-        action="store_true",
-        help="check the conventions and the ePSF conversion, then stop",
+    args, report = start_peer_report(
+        parser,
+        "Super-resolution: fine kernels from 64x64 sensor images",
+        versions,
+        selfcheck,
+        "check the conventions and the ePSF conversion, then stop",
     )
-    args = parser.parse_args()
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-
-    report = Report("Super-resolution: fine kernels from 64x64 sensor images",
-                    "python " + " ".join(sys.argv), machine_info())  # fmt: skip
-    report.header()
-    report.note(f"versions: {versions()}")
-    if args.selfcheck:
-        ok = selfcheck(report)
-        report.note("selfcheck " + ("passed" if ok else "FAILED"))
-        report.write(args.markdown)
-        sys.exit(0 if ok else 1)
 
     seeds = 1 if args.quick else args.seeds
     plan = []
