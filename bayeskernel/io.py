@@ -276,20 +276,14 @@ def save(posterior: KernelPosterior, path: str | os.PathLike) -> Path:
     return path
 
 
-def _check_declared_size(path: Path) -> None:
+def _check_declared_size(path: Path, tree) -> None:
     """Refuse, before reading, a file that declares more than memory can hold.
 
     A small compressed NetCDF file can declare arrays of hundreds of GiB; read
     eagerly they would exhaust memory (or be killed by the system) before any
-    error could name the file.
+    error could name the file. ``tree`` is the file opened lazily.
     """
-    import xarray as xr
-
-    try:
-        with xr.open_datatree(path) as tree:
-            declared = sum(node.dataset.nbytes for node in tree.subtree)
-    except (OSError, ValueError) as error:
-        raise _fail(path, f"is not a readable NetCDF file ({error})") from None
+    declared = sum(node.dataset.nbytes for node in tree.subtree)
     limit = memory_bytes() // 2
     if declared > limit:
         raise _fail(
@@ -323,15 +317,19 @@ def load(path: str | os.PathLike) -> KernelPosterior:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a posterior .nc written by fit)")
-    _check_declared_size(path)
     try:
-        # Eager: read everything and close the file (it may be overwritten later).
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
-            groups = {name: node.to_dataset().load() for name, node in tree.children.items()}
+        tree = xr.open_datatree(path, engine="h5netcdf")  # lazy: nothing read yet
     except (OSError, ValueError) as error:
         raise _fail(path, f"is not a readable NetCDF file ({error})") from None
-    except MemoryError:
-        raise _fail(path, "declares arrays too large for this machine's memory") from None
+    with tree:
+        _check_declared_size(path, tree)
+        try:
+            # Eager: read everything and close the file (it may be overwritten later).
+            groups = {name: node.to_dataset().load() for name, node in tree.children.items()}
+        except (OSError, ValueError) as error:
+            raise _fail(path, f"is not a readable NetCDF file ({error})") from None
+        except MemoryError:
+            raise _fail(path, "declares arrays too large for this machine's memory") from None
     posterior = groups.get("posterior")
     needed = ("kernel", "noise_sigma", "kernel_scale")
     if posterior is None or any(name not in posterior for name in needed):
