@@ -15,16 +15,29 @@ of at most ``2 P`` border rows, by FFT along the row; the corners are small
 seconds, against ~4,000 FFT products of the full image for the column-by-column
 build, and it is exact (checked against the dense ``H`` in
 ``tests/test_normal.py``).
+
+A kernel field (:mod:`bayeskernel.field`) weights the sum by monomials ``m(i)``
+of the output position: ``sum_{i in window} m(i) A[i - k] A[i - k']``. With
+``u = i - k`` the monomial becomes ``m(u + k)``, a polynomial in ``u`` whose
+coefficients are powers of ``k`` (the binomial theorem), so each block is a
+``k``-weighted sum of the same windowed sums with the *first* factor weighted
+by a monomial of ``u``: ``sum_{u in window - k} f(u) A[u] A[u - d]``, cross-
+rather than autocorrelations (the moment expansion of SFFT, Hu et al. 2022,
+here with the window's border handled exactly). Order 2 needs the 15
+monomials of degree up to 4: fifteen FFT products of the image in all,
+against one transposed blur per kernel entry and monomial.
 """
 
 from __future__ import annotations
+
+from math import comb
 
 import numpy as np
 import scipy.fft
 
 from bayeskernel.forward import output_window
 
-__all__ = ["normal_matrix"]
+__all__ = ["field_normal_matrix", "normal_matrix"]
 
 
 def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> np.ndarray:
@@ -42,6 +55,76 @@ def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> n
         Indexed by the row-major flattened kernel.
     """
     a = np.asarray(image, dtype=np.float64)
+    return _windowed_products(a, a, kernel_shape, mode).reshape(_square(kernel_shape))
+
+
+def _square(kernel_shape) -> tuple[int, int]:
+    size = int(np.prod(kernel_shape))
+    return size, size
+
+
+def field_normal_matrix(image, kernel_shape: tuple[int, int], mode: str, order: int) -> np.ndarray:
+    """``H_f^T H_f`` of a kernel field of ``order`` on unit weights, float64.
+
+    ``H_f`` maps components ``(P, kh, kw)`` to ``sum_p phi_p * convolve2d(image,
+    K_p, mode)`` with ``phi_p`` the monomials of :func:`bayeskernel.field.field_basis`.
+
+    Parameters
+    ----------
+    image : (N0, N1) array_like
+    kernel_shape : (int, int)
+    mode : {'same', 'full', 'valid'}
+    order : int
+        Polynomial order of the field (``>= 0``).
+
+    Returns
+    -------
+    (P * kh * kw, P * kh * kw) ndarray
+        Component-major: block ``(p, q)`` is ``H^T diag(phi_p phi_q) H``.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    p0, p1 = tuple(kernel_shape)
+    start, size = output_window(a.shape, kernel_shape, mode)
+    # Normalised output coordinate of full-output index i: alpha (i - start) + beta.
+    scale = [(2.0 / (n - 1), -1.0) if n > 1 else (0.0, 0.0) for n in size]
+    exponents = [(e, t - e) for t in range(order + 1) for e in range(t, -1, -1)]
+    monomials = sorted({(e[0] + f[0], e[1] + f[1]) for e in exponents for f in exponents})
+    # Moment images f_j(u) A[u]: the first factor weighted by monomials of u itself,
+    # expanded about the kernel's centre c (i = (u + c) + (k - c)) so that the powers
+    # of k - c stay small and the sum cancels little.
+    centre = [(p - 1) // 2 for p in (p0, p1)]
+    coords = [
+        alpha * (np.arange(n) + c - s) + beta
+        for (alpha, beta), n, c, s in zip(scale, a.shape, centre, start)
+    ]
+    needed = sorted(
+        {(j0, j1) for m0, m1 in monomials for j0 in range(m0 + 1) for j1 in range(m1 + 1)}
+    )
+    moments = {
+        (j0, j1): _windowed_products(
+            a * np.outer(coords[0] ** j0, coords[1] ** j1), a, kernel_shape, mode
+        )
+        for j0, j1 in needed
+    }
+    # (alpha (k - c))^e on each axis, broadcast over (k0, k1, k0', k1').
+    k0 = (scale[0][0] * (np.arange(p0) - centre[0]))[:, None, None, None]
+    k1 = (scale[1][0] * (np.arange(p1) - centre[1]))[None, :, None, None]
+    blocks = {}
+    for m0, m1 in monomials:
+        total = np.zeros((p0, p1, p0, p1))
+        for j0 in range(m0 + 1):
+            for j1 in range(m1 + 1):
+                coefficient = comb(m0, j0) * comb(m1, j1) * k0 ** (m0 - j0) * k1 ** (m1 - j1)
+                total += coefficient * moments[(j0, j1)]
+        blocks[(m0, m1)] = total.reshape(p0 * p1, p0 * p1)
+    return np.block([[blocks[(e[0] + f[0], e[1] + f[1])] for f in exponents] for e in exponents])
+
+
+def _windowed_products(
+    left: np.ndarray, right: np.ndarray, kernel_shape: tuple[int, int], mode: str
+) -> np.ndarray:
+    """``out[k, k'] = sum_{i in window} left[i - k] right[i - k']``, shape ``(P0, P1, P0, P1)``."""
+    a = right
     (n0, n1), (p0, p1) = a.shape, tuple(kernel_shape)
     start, size = output_window(a.shape, kernel_shape, mode)
     # Per axis and kernel offset k: the image rows u = i - k that the window reaches
@@ -49,9 +132,10 @@ def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> n
     lo0, hi0 = _reach(start[0], size[0], n0, p0)
     lo1, hi1 = _reach(start[1], size[1], n1, p1)
 
-    full = _autocorrelation(a, (p0, p1))  # (2P0-1, 2P1-1), lag index d + P - 1
-    heads0, tails0 = _strip_sums(a, p0, p1, lo0, hi0)  # (P0, 2P0-1, 2P1-1)
-    heads1, tails1 = _strip_sums(a.T, p1, p0, lo1, hi1)  # (P1, 2P1-1, 2P0-1), axes swapped
+    full = _correlation(left, a, (p0, p1))  # (2P0-1, 2P1-1), lag index d + P - 1
+    heads0, tails0 = _strip_sums(left, a, p0, p1, lo0, hi0)  # (P0, 2P0-1, 2P1-1)
+    # (P1, 2P1-1, 2P0-1), axes swapped
+    heads1, tails1 = _strip_sums(left.T, a.T, p1, p0, lo1, hi1)
     strips1 = (heads1 + tails1).transpose(0, 2, 1)  # (P1, 2P0-1, 2P1-1)
     strips0 = heads0 + tails0
 
@@ -59,7 +143,7 @@ def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> n
     cols = np.arange(p1)
     # lag index j1 of (k1, k1'): k1' - k1 + P1 - 1
     lag1 = cols[None, :] - cols[:, None] + p1 - 1
-    corner_blocks = _corner_sums(a, p0, p1, lo0, hi0, lo1, hi1)
+    corner_blocks = _corner_sums(left, a, p0, p1, lo0, hi0, lo1, hi1)
     for j0 in range(2 * p0 - 1):
         d0 = j0 - (p0 - 1)
         k0 = np.arange(max(0, -d0), min(p0, p0 - d0))  # k0' = k0 + d0 in range
@@ -74,7 +158,7 @@ def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> n
         out[k0, :, k0 + d0, :] = np.take_along_axis(
             entry, np.broadcast_to(lag1, (k0.size, p1, p1)), axis=2
         )
-    return out.reshape(p0 * p1, p0 * p1)
+    return out
 
 
 def _reach(start: int, size: int, n: int, p: int):
@@ -90,21 +174,22 @@ def _fft_length(n: int, p: int) -> int:
     return scipy.fft.next_fast_len(n + p, real=True)
 
 
-def _autocorrelation(a: np.ndarray, lags: tuple[int, int]) -> np.ndarray:
-    """``c[d] = sum_u a[u] a[u - d]`` for ``|d| < lags``, zero outside ``a``."""
+def _correlation(left: np.ndarray, a: np.ndarray, lags: tuple[int, int]) -> np.ndarray:
+    """``c[d] = sum_u left[u] a[u - d]`` for ``|d| < lags``, zero outside ``a``."""
     shape = tuple(_fft_length(n, p) for n, p in zip(a.shape, lags))
     spectrum = scipy.fft.rfft2(a, shape)
-    circular = scipy.fft.irfft2(spectrum * spectrum.conj(), shape)
+    first = spectrum if left is a else scipy.fft.rfft2(left, shape)
+    circular = scipy.fft.irfft2(first * spectrum.conj(), shape)
     rows = np.arange(-(lags[0] - 1), lags[0]) % shape[0]
     cols = np.arange(-(lags[1] - 1), lags[1]) % shape[1]
     return circular[np.ix_(rows, cols)]
 
 
-def _strip_sums(a: np.ndarray, p0: int, p1: int, lo: np.ndarray, hi: np.ndarray):
+def _strip_sums(left: np.ndarray, a: np.ndarray, p0: int, p1: int, lo: np.ndarray, hi: np.ndarray):
     """Sums over the cut-off head rows ``[0, lo[k])`` and tail rows ``[hi[k], N)``.
 
     Returns ``heads, tails`` of shape ``(P0, 2P0-1, 2P1-1)``: for each kernel
-    offset ``k`` and lag ``(d0, d1)``, ``sum_{u0 in strip(k)} sum_{u1} a[u] a[u - d]``.
+    offset ``k`` and lag ``(d0, d1)``, ``sum_{u0 in strip(k)} sum_{u1} left[u] a[u - d]``.
     """
     n0, n1 = a.shape
     length = _fft_length(n1, p1)
@@ -113,15 +198,16 @@ def _strip_sums(a: np.ndarray, p0: int, p1: int, lo: np.ndarray, hi: np.ndarray)
     lag0 = np.arange(-(p0 - 1), p0)
     lag1 = np.arange(-(p1 - 1), p1) % length
     spectra = scipy.fft.rfft(a, length, axis=1)
+    firsts = spectra if left is a else scipy.fft.rfft(left, length, axis=1)
 
     def row_correlations(rows):
-        # rho[u0, d0, d1] = sum_{u1} a[u0, u1] a[u0 - d0, u1 - d1]
+        # rho[u0, d0, d1] = sum_{u1} left[u0, u1] a[u0 - d0, u1 - d1]
         out = np.zeros((rows.size, lag0.size, lag1.size))
         for j, d0 in enumerate(lag0):
             partner = rows - d0
             ok = (partner >= 0) & (partner < n0)
             if ok.any():
-                prod = spectra[rows[ok]] * spectra[partner[ok]].conj()
+                prod = firsts[rows[ok]] * spectra[partner[ok]].conj()
                 out[ok, j] = scipy.fft.irfft(prod, length, axis=1)[:, lag1]
         return out
 
@@ -140,11 +226,11 @@ def _strip_sums(a: np.ndarray, p0: int, p1: int, lo: np.ndarray, hi: np.ndarray)
     return heads, tails
 
 
-def _corner_sums(a, p0, p1, lo0, hi0, lo1, hi1):
+def _corner_sums(left, a, p0, p1, lo0, hi0, lo1, hi1):
     """Sums over the four cut-off corners, as a function of (lag index j0, offsets k0).
 
     Returns a callable ``(j0, k0) -> (k0.size, P1, 2P1-1)`` array: for each
-    ``k0``, ``k1`` and lag ``d1``, the sum of ``a[u] a[u - d]`` over
+    ``k0``, ``k1`` and lag ``d1``, the sum of ``left[u] a[u - d]`` over
     ``u0 in X0(k0)``, ``u1 in X1(k1)``.
     """
     n0, n1 = a.shape
@@ -171,7 +257,7 @@ def _corner_sums(a, p0, p1, lo0, hi0, lo1, hi1):
                 if c_stop <= c_start:
                     continue
                 cols = np.arange(c_start, c_stop)
-                block = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+                block = left[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
                 # prod[d1, u0, u1] over the block
                 prod = np.stack([block * shifted(rows, cols, d0, d1) for d1 in lag1])
                 table = _prefix_or_suffix(prod, r_kind, c_kind)

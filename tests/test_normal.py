@@ -46,3 +46,25 @@ def test_exact_route_uses_the_normal_matrix_only_where_it_pays():
                     progress_bar=False)  # fmt: skip
     assert radial.diagnostics["space"] == "kernel"
     assert radial.diagnostics["gram_build"] == "operator columns"
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["same", "full", "valid"])
+@pytest.mark.parametrize("image_shape,kernel_shape", SHAPES + [((1, 9), (1, 3))])
+def test_field_normal_matrix_equals_dense(image_shape, kernel_shape, mode, order, rng):
+    from bayeskernel.field import field_basis
+    from bayeskernel.normal import field_normal_matrix
+    from bayeskernel.shapes import output_window
+
+    a = (rng.random(image_shape) < 0.3) + 0.1 * rng.standard_normal(image_shape)
+    try:
+        H = convolution_matrix(a, kernel_shape, mode)
+    except ValueError:
+        pytest.skip("shape impossible for 'valid'")
+    _, out_shape = output_window(image_shape, kernel_shape, mode)
+    basis = field_basis(out_shape, order).reshape(-1, H.shape[0])
+    field = np.concatenate([phi[:, None] * H for phi in basis], axis=1)
+    dense = field.T @ field
+    ours = field_normal_matrix(a, kernel_shape, mode, order)
+    assert ours.shape == dense.shape
+    np.testing.assert_allclose(ours, dense, rtol=0, atol=1e-11 * np.abs(dense).max())

@@ -32,7 +32,7 @@ import scipy.linalg
 from bayeskernel.field import FieldOperator, field_order
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer._static import Static
-from bayeskernel.normal import normal_matrix
+from bayeskernel.normal import field_normal_matrix, normal_matrix
 from bayeskernel.observation import background_design, background_transpose
 from bayeskernel.priors import LinearGaussianPrior
 
@@ -145,6 +145,11 @@ def _project(values: jax.Array, basis) -> jax.Array:
 
 @jax.jit
 def _transpose(whitened: WhitenedOperator, values: jax.Array) -> jax.Array:
+    return whitened.prior.to_latent_transpose(_grid_adjoint(whitened, values))
+
+
+def _grid_adjoint(whitened: WhitenedOperator, values: jax.Array) -> jax.Array:
+    """``sum_i H_i^T S_i P_i y_i`` on the kernel grid (``W^T`` before ``T^T``)."""
     splits = np.cumsum([np.shape(i)[0] for i in whitened.indices])[:-1].tolist()
     total = 0.0
     for op, idx, scale, basis, part in zip(
@@ -157,7 +162,7 @@ def _transpose(whitened: WhitenedOperator, values: jax.Array) -> jax.Array:
         full = jnp.zeros(part.shape[:-1] + (int(np.prod(shape)),), part.dtype)
         full = full.at[..., idx].set(part).reshape(part.shape[:-1] + shape)
         total = total + op.adjoint(full)
-    return whitened.prior.to_latent_transpose(total)
+    return total
 
 
 def whitened_operator(
@@ -299,20 +304,26 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
     ``P_i`` projects off the background block (:mod:`bayeskernel.observation`).
     Prior-independent: computed once, it serves every candidate prior of a
     model average. A pair observed everywhere with unit weights starts from
-    :func:`bayeskernel.normal.normal_matrix`; others from one blur and one
-    transpose per kernel entry. The background then subtracts ``C^T C`` with
-    ``C = Q^T S H`` (one transpose per background term).
+    :func:`bayeskernel.normal.normal_matrix` (a field:
+    :func:`bayeskernel.normal.field_normal_matrix`); others from one blur and
+    one transpose per kernel entry. The background then subtracts ``C^T C``
+    with ``C = Q^T S H`` (one transpose per background term).
     """
     total = 0.0
     for op, obs in zip(operators, observations, strict=True):
         size = int(np.prod(op.kernel_shape))
         pixels = int(np.prod(obs.shape))
         scales = np.ones(obs.indices.size) if obs.scales is None else obs.scales
-        if isinstance(op, FieldOperator):
+        unweighted = obs.scales is None and obs.indices.size == pixels
+        if isinstance(op, FieldOperator) and unweighted:
+            normal = field_normal_matrix(
+                np.asarray(op.image), op.kernel_shape, op.mode, field_order(op.num_terms)
+            )
+        elif isinstance(op, FieldOperator):
             normal = _field_normal_matrix(op, obs, scales)
         elif not isinstance(op, ConvolutionOperator):  # e.g. a binned blur
             normal = _columns_normal_matrix(op, obs, scales)
-        elif obs.scales is None and obs.indices.size == pixels:
+        elif unweighted:
             normal = normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode)
         else:
             weights = np.zeros(pixels)
@@ -461,17 +472,43 @@ def _latent_transpose(prior: Static, kernels: jax.Array) -> jax.Array:
     return prior.value.to_latent_transpose(kernels)
 
 
+def kernel_grid_transpose(whitened: WhitenedOperator, observed: jax.Array) -> np.ndarray:
+    """``sum_i H_i^T S_i P_i y_i``: ``W^T y`` before the prior's ``T^T``, flattened.
+
+    Prior-independent, so a model average computes it once for the image-sized
+    transposed blur and each candidate maps it to its latent space.
+
+    Parameters
+    ----------
+    whitened : WhitenedOperator
+    observed : (n,) array
+        Whitened observed data (:func:`observed_vector`).
+
+    Returns
+    -------
+    (size,) ndarray
+        On the flattened kernel grid (component-major for a field), float64.
+    """
+    return np.asarray(_grid_transpose(whitened, jnp.asarray(observed)), np.float64).reshape(-1)
+
+
+_grid_transpose = jax.jit(_grid_adjoint)
+
+
 def decompose(
     whitened: WhitenedOperator,
     observed: jax.Array,
     gram: np.ndarray | None = None,
     progress=None,
+    grid_data: np.ndarray | None = None,
 ) -> Spectrum:
     """Eigendecompose ``W^T W`` or ``W W^T`` (the smaller) for the data ``B``.
 
     ``gram``: ``W^T W`` when already known (:func:`kernel_gram`); otherwise it is
     built by applying ``W^T W`` to unit vectors. ``progress``, if given, is
     called with ``1`` after each batch of those and after the eigendecomposition.
+    ``grid_data``: :func:`kernel_grid_transpose` of ``observed`` when already
+    known; then no image-sized blur is needed (kernel space only).
 
     Raises
     ------
@@ -494,11 +531,19 @@ def decompose(
         eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
         if progress is not None:
             progress(1)
-        latent_projection = basis.T @ np.asarray(whitened.transpose(jnp.asarray(data)))
+        if grid_data is None:
+            transposed = np.asarray(whitened.transpose(jnp.asarray(data)))
+        else:
+            shape = (-1,) + tuple(whitened.prior.output_shape)
+            transposed = np.asarray(
+                _latent_transpose(Static(whitened.prior), jnp.asarray(grid_data.reshape(shape)))
+            )[0]
+        latent_projection = basis.T @ transposed
         return kernel_space_spectrum(
             eigenvalues, basis, latent_projection, data,
             lambda coeff: np.asarray(whitened.apply(jnp.asarray(coeff))), np,
             num_observed=whitened.num_effective,
+            data_energy=None if grid_data is None else float(data @ data),
         )  # fmt: skip
     gram = _gram(lambda e: whitened.apply(whitened.transpose(e)), n, dtype, progress)
     eigenvalues, basis = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
@@ -510,7 +555,14 @@ def decompose(
 
 
 def kernel_space_spectrum(
-    eigenvalues, basis, latent_projection, data, apply, xp=jnp, num_observed: int | None = None
+    eigenvalues,
+    basis,
+    latent_projection,
+    data,
+    apply,
+    xp=jnp,
+    num_observed: int | None = None,
+    data_energy: float | None = None,
 ) -> Spectrum:
     """The kernel-space :class:`Spectrum` from the eigendecomposition of ``W^T W``.
 
@@ -532,15 +584,24 @@ def kernel_space_spectrum(
     num_observed : int, optional
         The data's degrees of freedom; default ``data.size`` (fewer with a
         background block projected out).
+    data_energy : float, optional
+        ``data @ data`` (NumPy only): the residual energy is then
+        ``data_energy - sum(d^2)`` without a blur of the image, unless that
+        difference cancels more than eight digits.
     """
     eigenvalues = xp.clip(eigenvalues, 0.0, None)
     # d_j = c_j / sqrt(g_j); directions with g ~ 0 carry no data.
     tiny = eigenvalues <= eigenvalues.max() * 1e-12
     safe = xp.where(tiny, 1.0, eigenvalues)
     projection_sq = xp.where(tiny, 0.0, latent_projection**2 / safe)
-    # Residual of the least-squares fit, computed directly (no cancellation).
-    residual = data - apply(basis @ xp.where(tiny, 0.0, latent_projection / safe))
-    energy = residual @ residual
+    energy = None
+    if data_energy is not None:
+        energy = data_energy - float(np.sum(projection_sq))
+        energy = energy if energy > 1e-8 * data_energy else None
+    if energy is None:
+        # Residual of the least-squares fit, computed directly (no cancellation).
+        residual = data - apply(basis @ xp.where(tiny, 0.0, latent_projection / safe))
+        energy = residual @ residual
     return Spectrum(
         eigenvalues, projection_sq, float(energy) if xp is np else energy, basis,
         latent_projection, "kernel", int(data.size) if num_observed is None else num_observed,

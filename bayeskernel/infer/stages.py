@@ -42,6 +42,7 @@ from bayeskernel.infer.exact import (
     constrain_sum,
     decompose,
     kernel_gram,
+    kernel_grid_transpose,
     log_marginal_likelihood,
     observed_normal_matrix,
     observed_vector,
@@ -61,6 +62,7 @@ from bayeskernel.infer.krylov import (
 from bayeskernel.model import HyperScales, collapsed_model
 from bayeskernel.observation import log_likelihood_offset, observe
 from bayeskernel.priors import LinearGaussianPrior
+from bayeskernel.priors.field import FieldPrior
 
 __all__ = [
     "HyperPosterior",
@@ -313,7 +315,12 @@ def prepare(
     """
     start = time.perf_counter()
     whitened = whitened_operator(operator, prior, mask, observations)
-    flat = observed_vector(observed, mask, observations)
+    if normal_cache is not None and "observed" in normal_cache:
+        flat = normal_cache["observed"]  # the same data for every candidate
+    else:
+        flat = observed_vector(observed, mask, observations)
+        if normal_cache is not None:
+            normal_cache["observed"] = flat
     solver = choose_solver(solver, whitened.num_latent, whitened.num_observed)
     if kernel_sum is not None and solver != "dense":
         raise ValueError(
@@ -339,10 +346,15 @@ def prepare(
             # A field or a binned blur: their normal matrix is not the plain one.
             special = not isinstance(operators[0], ConvolutionOperator)
             if special or (observations is not None and any(_weighted_or_projected(observations))):
-                gram = kernel_gram(operators, prior, _normal(cache, operators, observations, masks))
+                gram = _latent_gram(
+                    cache, operators, prior, _normal(cache, operators, observations, masks)
+                )
             elif all(m is None for m in masks):
                 gram = kernel_gram(operators, prior)
-        summary = decompose(whitened, flat, gram, progress)
+        grid_data = None
+        if gram is not None and normal_cache is not None:
+            grid_data = _grid_data(cache, whitened, flat, operators)
+        summary = decompose(whitened, flat, gram, progress, grid_data)
         if kernel_sum is not None:
             summary = constrain_sum(summary, whitened, flat, kernel_sum)
         facts["gram_build"] = "normal matrix" if gram is not None else "operator columns"
@@ -389,6 +401,35 @@ def _normal(cache: dict, operators: tuple, observations, masks) -> np.ndarray:
         larger = [count]
     normal = cache["normal"][min(larger)]
     return normal[: count * size, : count * size]
+
+
+def _latent_gram(cache: dict, operators: tuple, prior, normal: np.ndarray) -> np.ndarray:
+    """:func:`kernel_gram`; fields that differ only in ratio share one (scaled copies)."""
+    if not isinstance(prior, FieldPrior) or prior.num_terms == 1:
+        return kernel_gram(operators, prior, normal)
+    key = (prior.base.name, prior.num_terms, prior.total_terms)
+    grams = cache.setdefault("latent_gram", {})
+    if key not in grams:
+        unit = FieldPrior(prior.base, prior.num_terms, 1.0, total_terms=prior.total_terms)
+        grams[key] = kernel_gram(operators, unit, normal)
+    scales = prior.latent_scales()
+    # A new array: the eigendecomposition overwrites its input.
+    return grams[key] * np.outer(scales, scales)
+
+
+def _grid_data(cache: dict, whitened, flat, operators: tuple) -> np.ndarray:
+    """``kernel_grid_transpose`` of the data, from ``cache`` when another candidate built it.
+
+    As for :func:`_normal`, a field's vector of a higher order holds the lower
+    orders' as its leading part.
+    """
+    size = int(np.prod(operators[0].kernel_shape))
+    count = operators[0].num_terms if isinstance(operators[0], FieldOperator) else 1
+    larger = [c for c in cache.get("grid_data", {}) if c >= count]
+    if not larger:
+        cache.setdefault("grid_data", {})[count] = kernel_grid_transpose(whitened, flat)
+        larger = [count]
+    return cache["grid_data"][min(larger)][: count * size]
 
 
 def _weighted_or_projected(observations):

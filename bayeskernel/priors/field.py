@@ -100,6 +100,16 @@ class FieldPrior(LinearGaussianPrior):
     def num_latent(self) -> int:
         return self.num_terms * int(self.base.num_latent)
 
+    def latent_scales(self) -> np.ndarray:
+        """``(num_latent,)``: each latent's prior scale, ``ratio**degree`` of its component.
+
+        The latent Gram matrix of this prior is that of ratio 1 scaled by these on
+        both sides, so fields that differ only in ratio share one.
+        """
+        degrees = [d for d in range(self.order + 1) for _ in range(d + 1)]
+        scales = np.asarray(self.ratio, np.float64) ** np.asarray(degrees, np.float64)
+        return np.repeat(scales, int(self.base.num_latent))
+
     def _scales(self, dtype) -> jax.Array:
         # ratio ** degree: a component of degree d at ratio^d of the constant one's scale.
         degrees = [d for d in range(self.order + 1) for _ in range(d + 1)]
