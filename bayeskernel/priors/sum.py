@@ -94,8 +94,14 @@ class SumPrior(LinearGaussianPrior):
         )
 
 
-def radial_residual(kernel_shape: tuple[int, int], *, order: int = 1, ratio: float) -> SumPrior:
-    """The radial profile plus a smooth residual at ``ratio`` of its scale.
+def radial_residual(
+    kernel_shape: tuple[int, int],
+    *,
+    order: int = 1,
+    ratio: float,
+    profile: LinearGaussianPrior | None = None,
+) -> SumPrior:
+    """A radial profile plus a smooth residual at ``ratio`` of its scale.
 
     Parameters
     ----------
@@ -105,15 +111,20 @@ def radial_residual(kernel_shape: tuple[int, int], *, order: int = 1, ratio: flo
         differences (``'smooth2'``); zero beyond the window either way.
     ratio : float
         Prior scale of the residual relative to the profile's.
+    profile : LinearGaussianPrior, optional
+        The profile; default the circular ``RadialPrior(kernel_shape)`` (an
+        elliptical one: :func:`bayeskernel.infer.ellipse.elliptical_prior`).
 
     Returns
     -------
     SumPrior
-        Named ``'radial+smooth'`` (order 1) or ``'radial+smooth2'`` (order 2).
+        Named ``'<profile>+smooth'`` (order 1) or ``'<profile>+smooth2'`` (order 2),
+        ``'radial+smooth'`` and ``'radial+smooth2'`` for the circular profile.
     """
     from bayeskernel.priors.gaussian import SmoothPrior
     from bayeskernel.priors.radial import RadialPrior
 
     residual = SmoothPrior(tuple(kernel_shape), order=order, boundary="zero")
-    name = "radial+smooth" if order == 1 else f"radial+smooth{order}"
-    return SumPrior((RadialPrior(tuple(kernel_shape)), residual), (1.0, float(ratio)), name=name)
+    profile = RadialPrior(tuple(kernel_shape)) if profile is None else profile
+    name = f"{profile.name}+smooth" if order == 1 else f"{profile.name}+smooth{order}"
+    return SumPrior((profile, residual), (1.0, float(ratio)), name=name)
