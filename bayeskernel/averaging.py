@@ -167,8 +167,9 @@ def fit_model_average(
         Also weigh an elliptical profile, alone and with a smooth residual
         (``'elliptical'``, ``'elliptical+smooth2'``), at the axis ratio and
         angle of largest evidence (:mod:`bayeskernel.infer.ellipse`). Only for
-        one kernel of at most :data:`~bayeskernel.infer.ellipse.ELLIPSE_KERNEL_LIMIT`
-        entries whose candidates went through the kernel-grid normal matrix;
+        one kernel of at most 64 x 64 entries
+        (``bayeskernel.infer.ellipse.ELLIPSE_KERNEL_LIMIT``) whose candidates
+        went through the kernel-grid normal matrix;
         otherwise nothing is added.
 
     Returns

@@ -3,7 +3,7 @@
 Seeing and optical PSFs are seldom round: guiding, wind shake, astigmatism and
 coma stretch them along one direction. A radial profile of the elliptical
 distance ``sqrt(u^2 / q + v^2 q)`` (axes turned by an angle,
-:class:`~bayeskernel.priors.radial.RadialPrior` with ``axis_ratio`` and
+:class:`~bayeskernel.priors.RadialPrior` with ``axis_ratio`` and
 ``angle``) is linear-Gaussian for fixed ``(q, angle)``; this module finds the
 pair that maximises the marginal likelihood, with the kernel integrated out
 and the noise sd and kernel scale at their maximum (type-II maximum
@@ -130,7 +130,7 @@ def log_evidence(
     Returns
     -------
     float
-        As :func:`bayeskernel.infer.exact.log_marginal_likelihood` gives it.
+        As ``bayeskernel.infer.exact.log_marginal_likelihood`` gives it.
     """
     g, d2 = _terms(gram, projection)
     logs = np.log(noise_sigma**2), np.log(kernel_scale**2)
@@ -198,7 +198,7 @@ def search_ellipse(
     normal : (size, size) ndarray
         ``H^T S P S H`` on the flattened kernel grid (summed over pairs).
     grid_data : (size,) ndarray
-        ``H^T S P S B`` (:func:`bayeskernel.infer.exact.kernel_grid_transpose`).
+        ``H^T S P S B`` (``bayeskernel.infer.exact.kernel_grid_transpose``).
     energy : float
         ``||P S B||^2``.
     num_observed : int
@@ -240,4 +240,7 @@ def search_ellipse(
         if -found.fun > best[0]:
             best = (-found.fun, float(np.clip(found.x[0], 0.2, 1.0)), float(found.x[1]))
     top, ratio, angle = best
-    return EllipseFit(ratio, angle % np.pi, top, count)
+    # Rounded, so that the same data give the same prior to the last bit: its
+    # compiled programs then come from the persistent cache on a second call.
+    ratio, angle = round(ratio, 4), round(angle % np.pi, 4)
+    return EllipseFit(ratio, angle, top, count)

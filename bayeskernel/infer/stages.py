@@ -68,6 +68,7 @@ from bayeskernel.priors.field import FieldPrior
 __all__ = [
     "HyperPosterior",
     "Prepared",
+    "cached_normal_terms",
     "choose_solver",
     "complete",
     "draw_hyperparameters",
