@@ -55,6 +55,11 @@ _STARTS = 2
 class EllipseFit:
     """What :func:`search_ellipse` found.
 
+    Parameters
+    ----------
+    axis_ratio, angle, log_evidence : float
+    evaluations : int
+
     Attributes
     ----------
     axis_ratio : float
@@ -74,10 +79,28 @@ class EllipseFit:
         self.evaluations = int(evaluations)
 
     def prior(self, kernel_shape: tuple[int, int], name: str = "elliptical") -> RadialPrior:
-        """The elliptical profile prior at the found ``(q, angle)``."""
+        """The elliptical profile prior at the found ``(q, angle)``.
+
+        Parameters
+        ----------
+        kernel_shape : (int, int)
+        name : str
+
+        Returns
+        -------
+        RadialPrior
+            :func:`elliptical_prior` of these.
+        """
         return elliptical_prior(kernel_shape, self.axis_ratio, self.angle, name)
 
     def as_dict(self) -> dict:
+        """The fit as plain numbers (for ``diagnostics['ellipse']``).
+
+        Returns
+        -------
+        dict
+            ``axis_ratio``, ``angle_degrees``, ``log_evidence_max`` and ``evaluations``.
+        """
         return {
             "axis_ratio": self.axis_ratio,
             "angle_degrees": float(np.rad2deg(self.angle)),
@@ -89,7 +112,22 @@ class EllipseFit:
 def elliptical_prior(
     kernel_shape: tuple[int, int], axis_ratio: float, angle: float, name: str = "elliptical"
 ) -> RadialPrior:
-    """A radial profile of the elliptical distance (order 2, free centre value)."""
+    """A radial profile of the elliptical distance (order 2, free centre value).
+
+    Parameters
+    ----------
+    kernel_shape : (int, int)
+    axis_ratio : float
+        ``q`` in ``(0, 1]``.
+    angle : float
+        Radians.
+    name : str
+
+    Returns
+    -------
+    RadialPrior
+        Knots at the centre and then 5% apart from half a pixel out.
+    """
     return RadialPrior(
         tuple(kernel_shape), exact_radius=ELLIPSE_EXACT_RADIUS, growth=ELLIPSE_GROWTH,
         axis_ratio=float(axis_ratio), angle=float(angle), name=name,
@@ -158,6 +196,11 @@ def max_log_evidence(
     With ``lambda = s^2 / sigma^2`` fixed the best ``sigma^2`` is
     ``Q(lambda) / n``, ``Q = R + sum d^2 / (1 + lambda g)``; what is left is a
     one-dimensional search over ``log lambda`` (Brent's method).
+
+    Parameters
+    ----------
+    gram, projection, energy, num_observed
+        As for :func:`log_evidence`.
 
     Returns
     -------

@@ -101,10 +101,14 @@ class FieldPrior(LinearGaussianPrior):
         return self.num_terms * int(self.base.num_latent)
 
     def latent_scales(self) -> np.ndarray:
-        """``(num_latent,)``: each latent's prior scale, ``ratio**degree`` of its component.
+        """Each latent's prior scale, ``ratio**degree`` of its component.
 
         The latent Gram matrix of this prior is that of ratio 1 scaled by these on
         both sides, so fields that differ only in ratio share one.
+
+        Returns
+        -------
+        (num_latent,) ndarray
         """
         degrees = [d for d in range(self.order + 1) for _ in range(d + 1)]
         scales = np.asarray(self.ratio, np.float64) ** np.asarray(degrees, np.float64)

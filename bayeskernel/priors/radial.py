@@ -170,7 +170,13 @@ class RadialPrior(LinearGaussianPrior):
         return latent @ jnp.asarray(self._factor, latent.dtype).T
 
     def kernel_matrix(self) -> np.ndarray:
-        """``T`` with ``kernel.ravel() = T @ latent``: ``(kh * kw, num_latent)``, float64."""
+        """The latent-to-kernel map as a matrix.
+
+        Returns
+        -------
+        (kh * kw, num_latent) ndarray
+            ``T`` with ``kernel.ravel() = T @ latent``, float64.
+        """
         weight = self._weight_upper[:, None]
         return (1.0 - weight) * self._factor[self._lower] + weight * self._factor[self._upper]
 

@@ -40,6 +40,8 @@ MODULES = [
     ("bayeskernel.tiles", "Large fields: one kernel per tile, on Dask"),
     ("bayeskernel.averaging", "Bayesian model averaging over priors"),
     ("bayeskernel.infer.stages", "The exact route, stage by stage"),
+    ("bayeskernel.infer.ellipse", "An elliptical profile's axis ratio and angle by the evidence"),
+    ("bayeskernel.normal", "Normal matrices of the blur without the blur's matrix"),
     ("bayeskernel.compilation_cache", "JAX's persistent compilation cache"),
     ("bayeskernel.simulation", "Synthetic cases"),
 ]
