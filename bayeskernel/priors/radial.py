@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -44,6 +45,27 @@ def _random_walk_precision(coordinates: np.ndarray, order: int) -> np.ndarray:
         mid = 0.5 * (gaps[1:] + gaps[:-1])
         diff = (slopes[1:] - slopes[:-1]) / np.sqrt(mid)[:, None]
     return diff.T @ diff
+
+
+@functools.lru_cache(maxsize=256)
+def _walk_covariance(knots: tuple, order: int, free_centre: bool):
+    """The profile's covariance on ``knots`` and its Cholesky factor (unnormalised).
+
+    Cached: the elliptical search builds many priors on the same knots.
+    """
+    knots = np.asarray(knots)
+    precision = _random_walk_precision(np.log1p(knots), order)
+    if free_centre and knots[0] < 1e-9 and knots.size > 2:
+        precision[0, :] = precision[:, 0] = 0.0  # centre value off the walk
+    # Proper prior: a ridge the size of the smallest non-zero eigenvalue.
+    eigenvalues = np.linalg.eigvalsh(precision)
+    positive = eigenvalues[eigenvalues > 1e-12 * max(eigenvalues.max(), 1e-300)]
+    delta = positive.min() if positive.size else 1.0
+    covariance = np.linalg.inv(precision + delta * np.eye(knots.size))
+    covariance.setflags(write=False)
+    cholesky = np.linalg.cholesky(covariance)
+    cholesky.setflags(write=False)
+    return covariance, cholesky
 
 
 @dataclass(frozen=True)
@@ -127,14 +149,7 @@ class RadialPrior(LinearGaussianPrior):
         if knots.size == 1:
             lower = upper = np.zeros_like(radii, dtype=int)
             weight_upper = np.zeros_like(radii)
-        precision = _random_walk_precision(np.log1p(knots), self.order)
-        if self.free_centre and knots[0] < 1e-9 and knots.size > 2:
-            precision[0, :] = precision[:, 0] = 0.0  # centre value off the walk
-        # Proper prior: a ridge the size of the smallest non-zero eigenvalue.
-        eigenvalues = np.linalg.eigvalsh(precision)
-        positive = eigenvalues[eigenvalues > 1e-12 * max(eigenvalues.max(), 1e-300)]
-        delta = positive.min() if positive.size else 1.0
-        covariance = np.linalg.inv(precision + delta * np.eye(knots.size))
+        covariance, cholesky = _walk_covariance(tuple(knots.tolist()), self.order, self.free_centre)
         # Normalise to an average kernel-entry variance of one. Each entry
         # interpolates two knots, so its variance is a quadratic form in two.
         a, b = 1 - weight_upper, weight_upper
@@ -143,7 +158,7 @@ class RadialPrior(LinearGaussianPrior):
             + 2 * a * b * covariance[lower, upper]
             + b**2 * covariance[upper, upper]
         )
-        factor = np.linalg.cholesky(covariance / entry_variance)
+        factor = cholesky / np.sqrt(entry_variance)
         object.__setattr__(self, "knots", knots)
         object.__setattr__(self, "_lower", lower)
         object.__setattr__(self, "_upper", upper)
