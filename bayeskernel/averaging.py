@@ -208,7 +208,8 @@ def fit_model_average(
     candidates = []
     normal_cache = {}  # the data's weighted normal matrix, shared by the candidates
     with Progress(progress_bar, "prior='auto'") as progress:
-        for prior in priors:
+
+        def add(prior) -> None:
             progress.stage(f"scoring {prior.name}")
             prepared = prepare(
                 operator, prior, observed, probe_key, mask=mask, observations=observations,
@@ -216,17 +217,13 @@ def fit_model_average(
                 normal_cache=normal_cache, kernel_sum=kernel_sum,
             )  # fmt: skip
             candidates.append(score(prepared))
-        ellipse = None
-        if elliptical:
-            ellipse = _elliptical_candidates(priors, normal_cache, progress)
-            for prior in [] if ellipse is None else ellipse[1]:
-                progress.stage(f"scoring {prior.name}")
-                prepared = prepare(
-                    operator, prior, observed, probe_key, mask=mask, observations=observations,
-                    solver=solver, progress=progress.advance, normal_cache=normal_cache,
-                    kernel_sum=kernel_sum,
-                )  # fmt: skip
-                candidates.append(score(prepared))
+
+        for prior in priors:
+            add(prior)
+        # The elliptical pair reads what the named candidates left in the cache.
+        ellipse = _elliptical_candidates(priors, normal_cache, progress) if elliptical else None
+        for prior in [] if ellipse is None else ellipse[1]:
+            add(prior)
         # Complete the screened candidates that could carry weight, best first.
         while True:
             best = max(c.evidence - SCREEN_SIGMAS * c.stderr for c in candidates)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from reference import convolution_matrix
 
-from bayeskernel.normal import normal_matrix
+from bayeskernel.field import field_basis
+from bayeskernel.normal import field_normal_matrix, normal_matrix, weighted_normal_matrix
+from bayeskernel.shapes import output_window
 
 SHAPES = [
     ((12, 10), (5, 3)),
@@ -17,14 +19,19 @@ SHAPES = [
 ]
 
 
+def _image_and_matrix(image_shape, kernel_shape, mode, rng):
+    """A test image and its dense convolution matrix (skips shapes 'valid' refuses)."""
+    a = (rng.random(image_shape) < 0.3) + 0.1 * rng.standard_normal(image_shape)
+    try:
+        return a, convolution_matrix(a, kernel_shape, mode)
+    except ValueError:
+        pytest.skip("shape impossible for 'valid'")
+
+
 @pytest.mark.parametrize("mode", ["same", "full", "valid"])
 @pytest.mark.parametrize("image_shape,kernel_shape", SHAPES)
 def test_normal_matrix_equals_dense(image_shape, kernel_shape, mode, rng):
-    a = (rng.random(image_shape) < 0.3) + 0.1 * rng.standard_normal(image_shape)
-    try:
-        H = convolution_matrix(a, kernel_shape, mode)
-    except ValueError:
-        pytest.skip("shape impossible for 'valid'")
+    a, H = _image_and_matrix(image_shape, kernel_shape, mode, rng)
     dense = H.T @ H
     ours = normal_matrix(a, kernel_shape, mode)
     assert ours.shape == dense.shape
@@ -52,15 +59,7 @@ def test_exact_route_uses_the_normal_matrix_only_where_it_pays():
 @pytest.mark.parametrize("mode", ["same", "full", "valid"])
 @pytest.mark.parametrize("image_shape,kernel_shape", SHAPES + [((1, 9), (1, 3))])
 def test_field_normal_matrix_equals_dense(image_shape, kernel_shape, mode, order, rng):
-    from bayeskernel.field import field_basis
-    from bayeskernel.normal import field_normal_matrix
-    from bayeskernel.shapes import output_window
-
-    a = (rng.random(image_shape) < 0.3) + 0.1 * rng.standard_normal(image_shape)
-    try:
-        H = convolution_matrix(a, kernel_shape, mode)
-    except ValueError:
-        pytest.skip("shape impossible for 'valid'")
+    a, H = _image_and_matrix(image_shape, kernel_shape, mode, rng)
     _, out_shape = output_window(image_shape, kernel_shape, mode)
     basis = field_basis(out_shape, order).reshape(-1, H.shape[0])
     field = np.concatenate([phi[:, None] * H for phi in basis], axis=1)
@@ -73,14 +72,7 @@ def test_field_normal_matrix_equals_dense(image_shape, kernel_shape, mode, order
 @pytest.mark.parametrize("mode", ["same", "full", "valid"])
 @pytest.mark.parametrize("image_shape,kernel_shape", SHAPES)
 def test_weighted_normal_matrix_equals_dense(image_shape, kernel_shape, mode, rng):
-    from bayeskernel.normal import weighted_normal_matrix
-    from bayeskernel.shapes import output_window
-
-    a = (rng.random(image_shape) < 0.3) + 0.1 * rng.standard_normal(image_shape)
-    try:
-        H = convolution_matrix(a, kernel_shape, mode)
-    except ValueError:
-        pytest.skip("shape impossible for 'valid'")
+    a, H = _image_and_matrix(image_shape, kernel_shape, mode, rng)
     _, out_shape = output_window(image_shape, kernel_shape, mode)
     weights = rng.uniform(0.0, 2.0, (3,) + tuple(out_shape)) * (rng.random(out_shape) > 0.2)
     ours = weighted_normal_matrix(a, weights, kernel_shape, mode)

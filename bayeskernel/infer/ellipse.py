@@ -22,6 +22,8 @@ a few nats, against differences of tens to hundreds of nats on star fields
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.optimize
 
@@ -52,31 +54,26 @@ _ANGLES = 24  # over [0, pi): 7.5 degree steps
 _STARTS = 2
 
 
+@dataclass(frozen=True)
 class EllipseFit:
     """What :func:`search_ellipse` found.
 
     Parameters
-    ----------
-    axis_ratio, angle, log_evidence : float
-    evaluations : int
-
-    Attributes
     ----------
     axis_ratio : float
         ``q`` in ``(0, 1]``.
     angle : float
         Radians in ``[0, pi)``.
     log_evidence : float
-        The maximised ``log p(B | q, angle, sigma, s)`` up to a constant.
+        The maximised ``log p(B | q, angle, sigma, s)``.
     evaluations : int
         Trial pairs evaluated.
     """
 
-    def __init__(self, axis_ratio: float, angle: float, log_evidence: float, evaluations: int):
-        self.axis_ratio = float(axis_ratio)
-        self.angle = float(angle)
-        self.log_evidence = float(log_evidence)
-        self.evaluations = int(evaluations)
+    axis_ratio: float
+    angle: float
+    log_evidence: float
+    evaluations: int
 
     def prior(self, kernel_shape: tuple[int, int], name: str = "elliptical") -> RadialPrior:
         """The elliptical profile prior at the found ``(q, angle)``.
@@ -102,10 +99,10 @@ class EllipseFit:
             ``axis_ratio``, ``angle_degrees``, ``log_evidence_max`` and ``evaluations``.
         """
         return {
-            "axis_ratio": self.axis_ratio,
+            "axis_ratio": float(self.axis_ratio),
             "angle_degrees": float(np.rad2deg(self.angle)),
-            "log_evidence_max": self.log_evidence,
-            "evaluations": self.evaluations,
+            "log_evidence_max": float(self.log_evidence),
+            "evaluations": int(self.evaluations),
         }
 
 

@@ -331,15 +331,11 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
         elif unweighted:
             normal = normal_matrix(np.asarray(op.image), op.kernel_shape, op.mode)
         elif size <= PATCH_LIMIT:
-            weights = np.zeros(pixels)
-            weights[obs.indices] = scales**2
             normal = weighted_normal_matrix(
-                np.asarray(op.image), weights.reshape(obs.shape), op.kernel_shape, op.mode
+                np.asarray(op.image), _weight_map(obs, scales), op.kernel_shape, op.mode
             )
         else:
-            weights = np.zeros(pixels)
-            weights[obs.indices] = scales**2
-            weights = jnp.asarray(weights.reshape(obs.shape))
+            weights = jnp.asarray(_weight_map(obs, scales))
             (p0, p1), ((r0, c0), (h, w)) = op.kernel_shape, op.window
             # A padded so that every kernel offset's shifted copy is one slice.
             padded = jnp.pad(jnp.asarray(op.image), ((p0, h + p0), (p1, w + p1)))
@@ -360,12 +356,17 @@ def observed_normal_matrix(operators: tuple, observations: tuple) -> np.ndarray:
     return total
 
 
+def _weight_map(obs, scales: np.ndarray) -> np.ndarray:
+    """The noise weights ``scales**2`` on ``B``'s grid, zero where unobserved."""
+    weights = np.zeros(int(np.prod(obs.shape)))
+    weights[obs.indices] = scales**2
+    return weights.reshape(obs.shape)
+
+
 def _columns_normal_matrix(op, obs, scales: np.ndarray) -> np.ndarray:
     """``H^T S^2 H`` of any linear blur, one column ``H e_k`` per kernel entry."""
     size = int(np.prod(op.kernel_shape))
-    weights = np.zeros(int(np.prod(obs.shape)))
-    weights[obs.indices] = scales**2
-    weights = jnp.asarray(weights.reshape(obs.shape))
+    weights = jnp.asarray(_weight_map(obs, scales))
     batch = -(-size // -(-size // _NORMAL_BATCH))  # equal batches: one program
     normal = np.empty((size, size))
     for start in range(0, size, batch):
@@ -395,9 +396,7 @@ def _field_normal_matrix(op: FieldOperator, obs, scales: np.ndarray) -> np.ndarr
     base, basis = op.base, np.asarray(op.basis, np.float64)
     count = basis.shape[0]
     size = int(np.prod(base.kernel_shape))
-    weights = np.zeros(int(np.prod(obs.shape)))
-    weights[obs.indices] = scales**2
-    weights = weights.reshape(obs.shape)
+    weights = _weight_map(obs, scales)
     degree = field_order(count)
     exponents = [(a, total - a) for total in range(degree + 1) for a in range(total, -1, -1)]
     monomials = sorted({(ep[0] + eq[0], ep[1] + eq[1]) for ep in exponents for eq in exponents})

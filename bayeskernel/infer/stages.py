@@ -401,14 +401,26 @@ def _normal(cache: dict, operators: tuple, observations, masks) -> np.ndarray:
             observe(np.zeros(op.output_shape), None if m is None else np.asarray(m), None, None)
             for op, m in zip(operators, masks, strict=True)
         )
+    count, normal = _by_order(
+        cache, "normal", operators, lambda: observed_normal_matrix(operators, observations)
+    )
+    return normal[:count, :count]
+
+
+def _by_order(cache: dict, key: str, operators: tuple, build) -> tuple[int, np.ndarray]:
+    """``cache[key]``'s entry for the smallest field order at least ``operators``'s.
+
+    A field's kernel-grid arrays of one order hold every lower order's as their
+    leading part, so a higher order's serves. Built by ``build()`` when none is
+    there. Returns the length of this order's part and the array.
+    """
     size = int(np.prod(operators[0].kernel_shape))
     count = operators[0].num_terms if isinstance(operators[0], FieldOperator) else 1
-    larger = [c for c in cache.get("normal", {}) if c >= count]
+    larger = [c for c in cache.get(key, {}) if c >= count]
     if not larger:
-        cache.setdefault("normal", {})[count] = observed_normal_matrix(operators, observations)
+        cache.setdefault(key, {})[count] = build()
         larger = [count]
-    normal = cache["normal"][min(larger)]
-    return normal[: count * size, : count * size]
+    return count * size, cache[key][min(larger)]
 
 
 def cached_normal_terms(cache: dict):
@@ -456,13 +468,10 @@ def _grid_data(cache: dict, whitened, flat, operators: tuple) -> np.ndarray:
     As for :func:`_normal`, a field's vector of a higher order holds the lower
     orders' as its leading part.
     """
-    size = int(np.prod(operators[0].kernel_shape))
-    count = operators[0].num_terms if isinstance(operators[0], FieldOperator) else 1
-    larger = [c for c in cache.get("grid_data", {}) if c >= count]
-    if not larger:
-        cache.setdefault("grid_data", {})[count] = kernel_grid_transpose(whitened, flat)
-        larger = [count]
-    return cache["grid_data"][min(larger)][: count * size]
+    count, data = _by_order(
+        cache, "grid_data", operators, lambda: kernel_grid_transpose(whitened, flat)
+    )
+    return data[:count]
 
 
 def _weighted_or_projected(observations):
