@@ -57,7 +57,8 @@ class ConvolutionOperator:
     mode : str
     route : {'fft', 'direct'}
     fft_shape : tuple of int
-        Padded transform size (fast lengths >= the full output), FFT route only.
+        Circular transform size, FFT route only: fast lengths at which the
+        circular convolution equals the linear one on the output window.
     """
 
     image: jax.Array
@@ -181,7 +182,7 @@ def make_operator(
     """
     kernel_shape = tuple(int(s) for s in kernel_shape)
     image = jnp.asarray(image, dtype=dtype if dtype is not None else jnp.result_type(float))
-    output_window(image.shape, kernel_shape, mode)  # validates the mode and shapes
+    (r0, c0), (h, w) = output_window(image.shape, kernel_shape, mode)  # validates them
     full = tuple(a + k - 1 for a, k in zip(image.shape, kernel_shape))
     if route == "auto":
         cost = int(np.prod(image.shape)) * int(np.prod(kernel_shape))
@@ -190,13 +191,28 @@ def make_operator(
         return ConvolutionOperator(image, None, kernel_shape, mode, "direct", full)
     if route != "fft":
         raise ValueError(f"route must be 'auto', 'fft' or 'direct', got {route!r}")
-    # Literal lengths (e.g. 298 = 2 * 149) make slow FFTs; pad to 5-smooth sizes.
+    # A circular convolution of length N equals the linear one on the output
+    # window when no wrapped-around index lands in it, which needs far less than
+    # the full length for 'same' and 'valid' (200 against 298 on the motivating
+    # case: 2.2x fewer points). Then 5-smooth, as literal lengths make slow FFTs.
     fft_shape = (
-        scipy.fft.next_fast_len(full[0], real=False),
-        scipy.fft.next_fast_len(full[1], real=True),
+        scipy.fft.next_fast_len(_circular_length(image.shape[0], kernel_shape[0], r0, h)),
+        scipy.fft.next_fast_len(_circular_length(image.shape[1], kernel_shape[1], c0, w), True),
     )
     image_fft = jnp.fft.rfft2(image, s=fft_shape)
     return ConvolutionOperator(image, image_fft, kernel_shape, mode, "fft", fft_shape)
+
+
+def _circular_length(image: int, kernel: int, start: int, size: int) -> int:
+    """Shortest circular length whose convolution is exact on ``[start, start + size)``.
+
+    Index ``j`` of the linear convolution (length ``L = image + kernel - 1``)
+    wraps onto ``j mod N``: the window is untouched when ``N >= L - start`` and
+    ``N >= start + size``; both factors must also fit (``N >= image, kernel``).
+    The transpose (the adjoint) is exact on the kernel grid for the same ``N``.
+    """
+    full = image + kernel - 1
+    return max(image, kernel, full - start, start + size)
 
 
 def convolve(

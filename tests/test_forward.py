@@ -55,8 +55,10 @@ def test_motivating_size_kernel_larger_than_image(mode):
     with jax.enable_x64(True):
         op = make_operator(image, kernel.shape, mode)
         assert op.route == "fft"
-        # The full length 298 = 2 x 149 makes a slow FFT; it is padded to 300 = 2^2 3 5^2.
-        assert op.fft_shape == (300, 300)
+        # The circular length covers only what the output window needs: the full
+        # 298 (a slow 2 x 149) for 'full', padded to 300 = 2^2 3 5^2; 199 (the
+        # kernel's side) for 'same' and 'valid', padded to 200.
+        assert op.fft_shape == ((300, 300) if mode == "full" else (200, 200))
         out = np.asarray(op(kernel))
         residual = rng.standard_normal(reference.shape)
         lhs = np.sum(out * residual)
@@ -124,3 +126,41 @@ def test_the_numpy_fft_convolution_is_scipys(mode, image_shape, kernel_shape):
     rng = np.random.default_rng(3)
     A, K = rng.normal(size=image_shape), rng.normal(size=kernel_shape)
     np.testing.assert_allclose(fft_convolve(A, K, mode), convolve2d(A, K, mode), atol=1e-12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    a_shape=shapes,
+    k_shape=kernel_shapes,
+    mode=st.sampled_from(["full", "same", "valid"]),
+    seed=st.integers(0, 2**31),
+)
+def test_circular_length_is_exact_and_shortest(a_shape, k_shape, mode, seed):
+    # The operator's transform length, before fast padding: exact on the output
+    # window, and one shorter wraps an index into it (unless a factor would not fit).
+    from bayeskernel.forward import _circular_length
+    from bayeskernel.shapes import output_window
+
+    if mode == "valid" and not _valid_possible(a_shape, k_shape):
+        return
+    rng = np.random.default_rng(seed)
+    image, kernel = rng.standard_normal(a_shape), rng.standard_normal(k_shape)
+    reference = convolve2d(image, kernel, mode)
+    (r0, c0), (h, w) = output_window(a_shape, k_shape, mode)
+    lengths = (
+        _circular_length(a_shape[0], k_shape[0], r0, h),
+        _circular_length(a_shape[1], k_shape[1], c0, w),
+    )
+
+    def circular(shape):
+        full = np.fft.irfft2(np.fft.rfft2(image, shape) * np.fft.rfft2(kernel, shape), shape)
+        return full[r0 : r0 + h, c0 : c0 + w]
+
+    scale = np.abs(reference).max()
+    np.testing.assert_allclose(circular(lengths), reference, atol=1e-10 * scale)
+    for axis in (0, 1):
+        shorter = list(lengths)
+        shorter[axis] -= 1
+        if shorter[axis] >= max(a_shape[axis], k_shape[axis]):
+            out = circular(tuple(shorter))  # cut short when the window outgrows it
+            assert out.shape != reference.shape or np.abs(out - reference).max() > 1e-8 * scale

@@ -164,15 +164,16 @@ def test_progress_bars_name_the_stages_and_are_silent_when_off(monkeypatch, caps
 
 
 def test_single_precision_products_move_krylov_draws_far_less_than_their_mc_error():
-    # Kernel draws by conjugate gradients use float32 FFT products; the draws
-    # must match float64 products' (same keys) to a tiny fraction of a
-    # posterior sd, against a Monte Carlo error of sd / sqrt(N) of the mean.
+    # Kernel draws by conjugate gradients use float32 FFT products and stop at
+    # CG_RTOL; the draws must match float64 products solved to 1e-10 (same keys)
+    # to a small fraction of a posterior sd, against a Monte Carlo error of
+    # sd / sqrt(N) of the mean.
     _, _, whitened, flat = _krylov_problem()
     key = jax.random.PRNGKey(3)
     with jax.enable_x64(True):
         summary = krylov.krylov_summary(whitened, flat, key)
         sigma, scale = jnp.full((64,), 0.05), jnp.full((64,), 0.02)
-        exact, _, _ = krylov.krylov_draws(key, summary, whitened, flat, sigma, scale)
+        exact, _, _ = krylov.krylov_draws(key, summary, whitened, flat, sigma, scale, rtol=1e-10)
         single = krylov.single_precision(whitened)
         assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(single)} <= {
             jnp.dtype("float32"),
@@ -186,5 +187,5 @@ def test_single_precision_products_move_krylov_draws_far_less_than_their_mc_erro
     exact, mixed = np.asarray(exact), np.asarray(mixed)
     sd = exact.std(axis=0)
     assert not np.array_equal(mixed, exact)  # the float32 products were used
-    assert np.max(np.abs(mixed - exact) / sd) < 1e-3  # MC error of a 500-draw mean: 0.045 sd
+    assert np.max(np.abs(mixed - exact) / sd) < 5e-3  # MC error of a 500-draw mean: 0.045 sd
     assert np.max(np.asarray(residual)) <= krylov.CG_RTOL
