@@ -191,6 +191,7 @@ def fit(case, prior, **kwargs):
     )
 
 
+@pytest.mark.slow  # about 17 s of compiling; NUTS's seeding is checked in test_inference
 def test_same_seed_gives_identical_fits():
     case = bk.simulate((24, 24), np.outer(profile(7, 1.5), profile(7, 2.0)), noise_sigma=0.5)
     prior = LowRankPrior((7, 7), rank=2, shrinkage=True)

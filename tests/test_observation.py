@@ -348,7 +348,9 @@ def test_predict_is_the_blurred_mean_kernel_plus_the_background():
     )
 
 
-@pytest.mark.parametrize("method", ["exact", "nuts"])
+# NUTS with a background site is checked against the exact route above; here
+# with two pairs it is a slow check (about 17 s).
+@pytest.mark.parametrize("method", ["exact", pytest.param("nuts", marks=pytest.mark.slow)])
 def test_several_pairs_have_a_background_each(method):
     first = bk.simulate((20, 20), "gaussian", (5, 5), noise_sigma=0.05, seed=9)
     second = bk.simulate((16, 18), "gaussian", (5, 5), noise_sigma=0.05, seed=10)
