@@ -198,7 +198,8 @@ def write_kernel(posterior, path: str | os.PathLike, prob: float = 0.95) -> Path
     fits = _astropy_fits()
     lower, upper = posterior.interval(prob)
     header = fits.Header()
-    header["PRIOR"] = (str(posterior.prior)[:68], "kernel prior")
+    # Whole: a model average's label runs past one card (astropy continues it).
+    header["PRIOR"] = (str(posterior.prior), "kernel prior")
     header["METHOD"] = (posterior.method, "inference route")
     header["MODE"] = (posterior.mode, "convolve2d mode of B")
     header["KROWS"], header["KCOLS"] = posterior.kernel_shape
@@ -247,7 +248,8 @@ def write_kernel_field(posterior, path: str | os.PathLike, grid: int = 5, prob: 
     fits = _astropy_fits()
     table = posterior.field_grid(grid, prob)
     header = fits.Header()
-    header["PRIOR"] = (str(posterior.prior)[:68], "kernel prior")
+    # Whole: a model average's label runs past one card (astropy continues it).
+    header["PRIOR"] = (str(posterior.prior), "kernel prior")
     header["MODE"] = (posterior.mode, "convolve2d mode of B")
     header["GRID"] = (int(grid), "positions per side")
     header["PROB"] = (float(prob), "probability of LOWER..UPPER")

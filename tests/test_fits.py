@@ -67,6 +67,21 @@ def test_the_kernel_is_written_with_its_uncertainty(tmp_path):
         assert header["BKGM_0"] == pytest.approx(float(post.background_mean[0]))
 
 
+def test_a_long_prior_label_is_written_whole_without_a_warning(tmp_path):
+    import dataclasses
+    import warnings
+
+    case = bk.simulate((16, 16), "gaussian", (5, 5), noise_sigma=0.05, seed=0)
+    post = bk.fit(case.A, case.B, (5, 5), prior="smooth", num_samples=5, progress_bar=False)
+    label = "average(radial 0.865, radial+smooth 0.122, radial+smooth2 0.0127, smooth 0.001)"
+    post = dataclasses.replace(post, prior=label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy warned that the card was too long
+        path = write_kernel(post, tmp_path / "kernel.fits")
+    with fits.open(path) as hdus:
+        assert hdus[0].header["PRIOR"] == label
+
+
 def test_the_command_line_reads_fits_planes_and_writes_kernel_fits(tmp_path):
     import subprocess
     import sys
