@@ -43,6 +43,7 @@ from bayeskernel.infer.exact import (
     decompose,
     kernel_gram,
     kernel_grid_transpose,
+    likelihood_terms,
     log_marginal_likelihood,
     observed_normal_matrix,
     observed_vector,
@@ -367,7 +368,7 @@ def prepare(
             summary = constrain_sum(summary, whitened, flat, kernel_sum)
         facts["gram_build"] = "normal matrix" if gram is not None else "operator columns"
         # The marginal likelihood needs the spectrum, not the eigenvectors.
-        terms = replace(summary, basis=None, latent_projection=None)
+        terms = likelihood_terms(summary)
     else:
         if screening:
             summary = krylov_summary(
