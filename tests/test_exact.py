@@ -9,7 +9,12 @@ from reference import convolution_matrix, gaussian_posterior, log_marginal, smoo
 
 import bayeskernel as bk
 from bayeskernel.forward import make_operator
-from bayeskernel.infer.exact import decompose, log_marginal_likelihood, whitened_operator
+from bayeskernel.infer.exact import (
+    decompose,
+    likelihood_terms,
+    log_marginal_likelihood,
+    whitened_operator,
+)
 from bayeskernel.model import default_hyper_scales
 from bayeskernel.priors import SmoothPrior
 
@@ -46,6 +51,11 @@ def test_log_marginal_likelihood_matches_dense(image_shape, kernel_shape, mode):
             ours = float(log_marginal_likelihood(spectrum, sigma, scale))
             dense = log_marginal(H, case.B.ravel(), scale**2 * cov, sigma)
             assert abs(ours - dense) < 1e-8 * abs(dense) + 1e-8
+            # What the hyperparameter stage reads: zero eigenvalues padded on.
+            terms = likelihood_terms(spectrum)
+            assert terms.eigenvalues.shape[0] >= 128 and terms.basis is None
+            padded = float(log_marginal_likelihood(terms, sigma, scale))
+            assert abs(padded - dense) < 1e-8 * abs(dense) + 1e-8
 
 
 @pytest.mark.parametrize("image_shape,kernel_shape,mode", CASES)
