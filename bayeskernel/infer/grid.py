@@ -236,19 +236,22 @@ def _sites(static, args, init_key) -> tuple:
 
     Run eagerly, NumPyro's ``initialize_model`` compiles each of the model's
     scalar operations on its own (about 50 small programs); compiled as one
-    program it still costs 0.4 s on a first call. Its shapes need neither.
+    program it still costs 0.4 s on a first call. Its shapes need neither, and
+    the jitted function's trace is cached, so a later fit does not trace again.
     """
-    model, kwargs = static
-
-    def initial_point(args, init_key):
-        # validate_grad=False: no gradient evaluated just to check the point.
-        info = initialize_model(
-            init_key, model, model_args=args, model_kwargs=dict(kwargs), validate_grad=False
-        )
-        return info.param_info.z
-
-    shapes = jax.eval_shape(initial_point, args, init_key)
+    shapes = _initial_point.eval_shape(static, args, init_key)
     return tuple((name, tuple(value.shape)) for name, value in sorted(shapes.items()))
+
+
+@partial(jax.jit, static_argnums=0)
+def _initial_point(static, args, init_key):
+    """NumPyro's initial point (unconstrained); only its shapes are used."""
+    model, kwargs = static
+    # validate_grad=False: no gradient evaluated just to check the point.
+    info = initialize_model(
+        init_key, model, model_args=args, model_kwargs=dict(kwargs), validate_grad=False
+    )
+    return info.param_info.z
 
 
 @partial(jax.jit, static_argnums=0)
